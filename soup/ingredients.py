@@ -1,0 +1,79 @@
+"""Ingredients: the trial manifest (Parquet) and reading checkpoints from any pyarrow filesystem.
+
+The manifest is the contract between the sweep and the soup: one row per trial with its status,
+config, final metrics, checkpoint URI and base checksum. Checkpoint URIs may be local paths or
+s3:// / gs:// URIs; `local_checkpoint` copies remote ones to a temporary directory.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from trainers.checkpoint import Checkpoint, load_checkpoint
+
+FINISHED = "finished"
+FAILED = "failed"
+MANIFEST_SCHEMA = pa.schema([
+    ("trial_id", pa.string()), ("status", pa.string()), ("reason", pa.string()),
+    ("checkpoint", pa.string()), ("base_checksum", pa.string()), ("mlflow_run_id", pa.string()),
+    ("config", pa.string()), ("metrics", pa.string()),
+])
+
+
+@dataclass
+class Ingredient:
+    """One trial as the soup sees it. `config` and `metrics` are plain dicts."""
+
+    trial_id: str
+    status: str
+    checkpoint: str = ""
+    base_checksum: str = ""
+    mlflow_run_id: str = ""
+    reason: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def write_manifest(uri: str, ingredients: list[Ingredient]) -> None:
+    rows = [{**asdict(i), "config": json.dumps(i.config), "metrics": json.dumps(i.metrics)} for i in ingredients]
+    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    fs, path = pafs.FileSystem.from_uri(_as_uri(uri))
+    fs.create_dir(str(Path(path).parent), recursive=True)
+    tmp = f"{path}.tmp"
+    pq.write_table(table, tmp, filesystem=fs)
+    fs.move(tmp, path)  # readers never see half a manifest
+
+
+def read_manifest(uri: str) -> list[Ingredient]:
+    fs, path = pafs.FileSystem.from_uri(_as_uri(uri))
+    rows = pq.read_table(path, filesystem=fs).to_pylist()
+    return [Ingredient(**{**row, "config": json.loads(row["config"]), "metrics": json.loads(row["metrics"])})
+            for row in rows]
+
+
+@contextlib.contextmanager
+def local_checkpoint(uri: str) -> Iterator[Path]:
+    """A local directory holding the checkpoint at `uri` (a temporary copy for remote URIs)."""
+    if "://" not in uri or uri.startswith("file://"):
+        yield Path(uri.removeprefix("file://"))
+        return
+    with tempfile.TemporaryDirectory(prefix="soupsweep-ingredient-") as tmp:
+        pafs.copy_files(uri, tmp)
+        yield Path(tmp)
+
+
+def load_ingredient(uri: str) -> Checkpoint:
+    with local_checkpoint(uri) as directory:
+        return load_checkpoint(directory)
+
+
+def _as_uri(uri: str) -> str:
+    return uri if "://" in uri else str(Path(uri).resolve())

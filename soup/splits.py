@@ -1,0 +1,42 @@
+"""Evaluation sets as a type: selection code may only look at `heldout`."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import torch
+
+from trainers.config import DataConfig
+from trainers.data.store import read_split
+
+
+class SplitKind(enum.Enum):
+    HELDOUT = "heldout"  # selects ingredients (greedy soup, best model); never reported as a result
+    TEST = "test"  # in-distribution report
+    SHIFT = "shift"  # distribution-shift report
+
+
+@dataclass
+class EvalSet:
+    name: str  # "heldout", "test", "shift/<name>"
+    kind: SplitKind
+    images: torch.Tensor  # uint8 (N, 3, S, S), kept on the evaluation device
+    labels: torch.Tensor
+
+
+def load_eval_sets(data: DataConfig, image_size: int, device: torch.device) -> list[EvalSet]:
+    """heldout, test and every shift set, decoded once and kept on `device`."""
+    named = [("heldout", SplitKind.HELDOUT, data.heldout), ("test", SplitKind.TEST, data.test)]
+    named += [(f"shift/{name}", SplitKind.SHIFT, path) for name, path in sorted(data.shift.items())]
+    sets = []
+    for name, kind, path in named:
+        split = read_split(path, image_size)
+        sets.append(EvalSet(name, kind, split.images.to(device), split.labels.to(device)))
+    return sets
+
+
+def require_heldout(eval_set: EvalSet) -> EvalSet:
+    """Guard for selection code: choosing ingredients on test or shift data would leak the report."""
+    if eval_set.kind is not SplitKind.HELDOUT:
+        raise ValueError(f"selection may only use the heldout split, not {eval_set.name!r}")
+    return eval_set

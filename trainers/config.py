@@ -1,0 +1,167 @@
+"""TrainConfig: the one shape of a training configuration.
+
+YAML files, Tune's flat dotted overrides ("optim.lr"), the worker payload, meta.json and MLflow
+params are all serializations of this model; `tests/trainers/test_config.py` keeps them equal.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from trainers.errors import UserError
+
+SCHEMA_VERSION = 1
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    name: str = Field(
+        "soupsweep-tiny-vit",
+        description="open_clip architecture (e.g. ViT-B-32), a model config shipped in "
+        "trainers/model_configs (e.g. soupsweep-tiny-vit) or a path to an open_clip model config JSON.",
+    )
+    pretrained: str | None = Field(
+        None,
+        description="open_clip pretrained tag (e.g. laion2b_s34b_b79k, downloaded) or a local "
+        "checkpoint file; null for random weights.",
+    )
+    templates: Literal["openai-7", "simple"] = Field(
+        "openai-7", description="Prompt templates averaged per class for the zero-shot head."
+    )
+
+
+class DataConfig(Section):
+    train: str = Field("", description="Parquet file of training images.")
+    val: str = Field("", description="Parquet file used for per-trial validation (early stopping).")
+    heldout: str = Field("", description="Parquet file used only to select soup ingredients.")
+    test: str = Field("", description="Parquet file for the in-distribution report.")
+    shift: dict[str, str] = Field(
+        default_factory=dict, description="Named distribution-shift sets: name -> Parquet file."
+    )
+
+    def splits(self) -> dict[str, str]:
+        """Every evaluation set by name: heldout, test and shift/<name>."""
+        sets = {"val": self.val, "heldout": self.heldout, "test": self.test}
+        sets.update({f"shift/{name}": path for name, path in self.shift.items()})
+        return sets
+
+
+class OptimConfig(Section):
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate of AdamW.")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (not on biases and norms).")
+    warmup_steps: int = Field(10, ge=0, description="Linear warm-up steps before the cosine decay.")
+    epochs: int = Field(3, ge=1, description="Training epochs.")
+    batch_size: int = Field(32, ge=1, description="Images per step per worker.")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the targets.")
+    grad_clip: float | None = Field(1.0, gt=0, description="Max gradient norm; null for none.")
+
+
+class AugConfig(Section):
+    min_scale: float = Field(0.9, gt=0, le=1, description="RandomResizedCrop minimum area scale.")
+    hflip: bool = Field(True, description="Random horizontal flips.")
+    randaug_n: int = Field(0, ge=0, le=10, description="RandAugment operations per image (0: off).")
+    randaug_m: int = Field(9, ge=0, le=30, description="RandAugment magnitude.")
+    mixup_alpha: float = Field(0.0, ge=0, description="Mixup Beta(alpha, alpha); 0 turns mixup off.")
+
+
+class TrainConfig(Section):
+    """Everything one training run needs. Every field is documented in docs/config.md."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    aug: AugConfig = Field(default_factory=AugConfig)
+    seed: int = Field(0, ge=0, description="Seed for initial shuffles, augmentation and mixup.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available.")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="auto: bf16 autocast on GPUs that support it, fp32 elsewhere."
+    )
+
+    @field_validator("data")
+    @classmethod
+    def _data_paths_absolute(cls, data: DataConfig) -> DataConfig:
+        # Tune runs trials in their own working directories: relative paths would break there.
+        def absolute(path: str) -> str:
+            return path if not path or "://" in path else str(Path(path).expanduser().resolve())
+
+        return DataConfig(
+            train=absolute(data.train), val=absolute(data.val), heldout=absolute(data.heldout),
+            test=absolute(data.test), shift={k: absolute(v) for k, v in data.shift.items()},
+        )
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "TrainConfig":
+        """A copy with flat dotted overrides applied ({"optim.lr": 1e-5}), validated."""
+        return type(self).model_validate(apply_overrides(self.model_dump(), overrides))
+
+    def to_flat(self) -> dict[str, Any]:
+        """Flat dotted params ({"optim.lr": 1e-5, ...}): the MLflow and Tune view of the config."""
+        return flatten(self.model_dump(mode="json"))
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def apply_overrides(tree: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys in a nested dict (a copy); unknown keys are caught later by validation."""
+    tree = json.loads(json.dumps(tree))
+    for dotted, value in overrides.items():
+        node = tree
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UserError(f"config: cannot set '{dotted}': '{part}' is not a section")
+            node = child
+        node[leaf] = value
+    return tree
+
+
+def validate(model_type: type[BaseModel], tree: dict[str, Any], source: str = "config") -> Any:
+    """Validate a dict as `model_type`, turning pydantic's report into one actionable line."""
+    try:
+        return model_type.model_validate(tree)
+    except ValidationError as err:
+        raise UserError(describe_validation_error(err, model_type, source)) from None
+
+
+def describe_validation_error(err: ValidationError, model_type: type[BaseModel], source: str) -> str:
+    problems = []
+    for item in err.errors():
+        path = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "extra_forbidden":
+            allowed = ", ".join(allowed_keys(model_type, item["loc"][:-1]))
+            problems.append(f"{path}: unknown key (allowed here: {allowed})")
+        else:
+            problems.append(f"{path}: {item['msg']} (got {item.get('input')!r})")
+    return f"{source}: " + "; ".join(problems)
+
+
+def allowed_keys(model_type: type[BaseModel], parents: tuple) -> list[str]:
+    """The field names valid at a nested location of a config model."""
+    current: Any = model_type
+    for part in parents:
+        field = getattr(current, "model_fields", {}).get(part)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ["<any>"]
+        current = annotation
+    return sorted(getattr(current, "model_fields", {}))

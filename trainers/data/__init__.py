@@ -1,0 +1,1 @@
+"""Image sets as Parquet files, loading them as tensors, and generated demo data."""

@@ -1,0 +1,150 @@
+"""Building models: open_clip towers, the zero-shot head, and the classifier we train and soup.
+
+The classifier (image tower + linear head) is what every checkpoint holds. The sweep builds it once
+with its zero-shot head (the "base"); every trial starts from those exact weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainers.config import ModelConfig
+from trainers.errors import UserError
+from trainers.prompts import TEMPLATES
+
+log = logging.getLogger(__name__)
+SHIPPED_CONFIGS = Path(__file__).parent / "model_configs"
+
+
+class ImageClassifier(nn.Module):
+    """CLIP image tower, L2-normalised features, linear head. Takes float images in [0, 1]."""
+
+    def __init__(self, visual: nn.Module, head: nn.Linear, mean, std):
+        super().__init__()
+        self.visual = visual
+        self.head = head
+        # Not persistent: checkpoints (and soups) hold learned weights only.
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def image_size(self) -> int:
+        size = self.visual.image_size
+        return size[0] if isinstance(size, (tuple, list)) else int(size)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.visual((images - self.mean) / self.std)
+        return self.head(F.normalize(features, dim=-1))
+
+
+def resolve_architecture(name: str) -> dict | str:
+    """A model config dict (from a JSON file or one we ship) or an open_clip built-in name."""
+    path = Path(name).expanduser()
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise UserError(f"model.name: config file {path} does not exist")
+        return json.loads(path.read_text())
+    shipped = SHIPPED_CONFIGS / f"{name}.json"
+    if shipped.is_file():
+        return json.loads(shipped.read_text())
+    if name in open_clip.list_models():
+        return name
+    ours = sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.json"))
+    raise UserError(f"model.name: unknown architecture {name!r}; use an open_clip name "
+                    f"(open_clip.list_models(), e.g. ViT-B-32), one of ours {ours}, "
+                    "or a path to a model config .json")
+
+
+def check_pretrained(cfg: ModelConfig) -> str | None:
+    """Resolve `pretrained` to a local file before any trial starts (downloading a tag if needed)."""
+    if cfg.pretrained is None:
+        return None
+    path = Path(cfg.pretrained).expanduser()
+    if path.is_file():
+        return str(path.resolve())
+    arch = resolve_architecture(cfg.name)
+    tags = open_clip.list_pretrained_tags_by_model(arch) if isinstance(arch, str) else []
+    if cfg.pretrained not in tags:
+        raise UserError(f"model.pretrained: {cfg.pretrained!r} is neither an existing file nor an "
+                        f"open_clip tag for {cfg.name} (tags: {tags or 'none'})")
+    try:
+        return open_clip.pretrained.download_pretrained(
+            open_clip.pretrained.get_pretrained_cfg(arch, cfg.pretrained))
+    except Exception as err:  # network errors come in many types; all mean the same to a user
+        raise UserError(f"model.pretrained: could not download {cfg.name}/{cfg.pretrained} "
+                        f"({type(err).__name__}). Without network access, download the weights "
+                        "elsewhere and pass the file: model.pretrained=/path/to/open_clip_model.safetensors"
+                        ) from None
+
+
+def build_clip(cfg: ModelConfig, weights: str | None = None) -> nn.Module:
+    """An open_clip CLIP model of `cfg.name`, loading `weights` (a local file) when given."""
+    arch = resolve_architecture(cfg.name)
+    if isinstance(arch, str):
+        return open_clip.create_model(arch, pretrained=weights)
+    model = open_clip.CLIP(**arch)
+    if weights:
+        open_clip.load_checkpoint(model, weights)
+    return model
+
+
+def tokenizer_for(cfg: ModelConfig):
+    arch = resolve_architecture(cfg.name)
+    if isinstance(arch, str):
+        return open_clip.get_tokenizer(arch)
+    return open_clip.SimpleTokenizer(context_length=arch["text_cfg"].get("context_length", 77))
+
+
+@torch.no_grad()
+def zeroshot_weights(clip: nn.Module, tokenizer, classes: list[str], templates: list[str]) -> torch.Tensor:
+    """(classes, dim) head weights: per class, the normalised mean of its normalised prompt embeddings,
+    times CLIP's logit scale, so that head(normalised image features) equals CLIP's logits."""
+    clip.eval()
+    rows = []
+    for name in classes:
+        text = clip.encode_text(tokenizer([t.format(name) for t in templates]))
+        rows.append(F.normalize(F.normalize(text, dim=-1).mean(0), dim=0))
+    return clip.logit_scale.exp() * torch.stack(rows)
+
+
+def _preprocess_stats(clip: nn.Module) -> tuple[tuple, tuple]:
+    stats = getattr(clip.visual, "preprocess_cfg", {}) or {}
+    return (tuple(stats.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+            tuple(stats.get("std", open_clip.OPENAI_DATASET_STD)))
+
+
+def _classifier(clip: nn.Module, num_classes: int) -> ImageClassifier:
+    head = nn.Linear(clip.visual.output_dim, num_classes)
+    return ImageClassifier(clip.visual, head, *_preprocess_stats(clip))
+
+
+def build_classifier(cfg: ModelConfig, num_classes: int) -> ImageClassifier:
+    """The classifier's architecture with untrained weights: load a checkpoint into it."""
+    return _classifier(build_clip(cfg), num_classes)
+
+
+def build_zeroshot_classifier(cfg: ModelConfig, classes: list[str]) -> ImageClassifier:
+    """The base model of a sweep: pretrained image tower plus the zero-shot head of `classes`."""
+    clip = build_clip(cfg, check_pretrained(cfg))
+    model = _classifier(clip, len(classes))
+    with torch.no_grad():
+        model.head.weight.copy_(zeroshot_weights(clip, tokenizer_for(cfg), classes, TEMPLATES[cfg.templates]))
+        model.head.bias.zero_()
+    return model
+
+
+def state_checksum(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes: identifies a shared initialisation."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
