@@ -2,22 +2,20 @@
 
 The manifest is the contract between the sweep and the soup: one row per trial with its status,
 config, final metrics, checkpoint URI and base checksum. Checkpoint URIs may be local paths or
-s3:// / gs:// URIs; `local_checkpoint` copies remote ones to a temporary directory.
+s3:// / gs:// URIs (read through pyarrow.fs).
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from trainers.checkpoint import Checkpoint, load_checkpoint
+from trainers.checkpoint import Checkpoint, load_checkpoint, local_checkpoint
 
 FINISHED = "finished"
 FAILED = "failed"
@@ -57,17 +55,6 @@ def read_manifest(uri: str) -> list[Ingredient]:
     rows = pq.read_table(path, filesystem=fs).to_pylist()
     return [Ingredient(**{**row, "config": json.loads(row["config"]), "metrics": json.loads(row["metrics"])})
             for row in rows]
-
-
-@contextlib.contextmanager
-def local_checkpoint(uri: str) -> Iterator[Path]:
-    """A local directory holding the checkpoint at `uri` (a temporary copy for remote URIs)."""
-    if "://" not in uri or uri.startswith("file://"):
-        yield Path(uri.removeprefix("file://"))
-        return
-    with tempfile.TemporaryDirectory(prefix="soupsweep-ingredient-") as tmp:
-        pafs.copy_files(uri, tmp)
-        yield Path(tmp)
 
 
 def load_ingredient(uri: str) -> Checkpoint:

@@ -1,0 +1,1 @@
+"""The sweep: config, search space, the Tune driver, trials that launch Ray Train, MLflow runs."""

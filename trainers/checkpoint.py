@@ -9,13 +9,17 @@ Directories are written under a temporary name and renamed, so a reader never se
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+import pyarrow.fs as pafs
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -56,7 +60,13 @@ def save_checkpoint(directory: str | Path, state_dict: dict[str, torch.Tensor], 
 
 
 def read_meta(directory: str | Path) -> dict[str, Any]:
-    return json.loads((Path(directory) / META).read_text())
+    """meta.json of a checkpoint at a local path or any pyarrow.fs URI (s3://, gs://)."""
+    directory = str(directory)
+    if "://" not in directory:
+        return json.loads((Path(directory) / META).read_text())
+    fs, path = pafs.FileSystem.from_uri(directory)
+    with fs.open_input_stream(f"{path}/{META}") as stream:
+        return json.loads(stream.readall())
 
 
 def load_weights(directory: str | Path) -> dict[str, torch.Tensor]:
@@ -70,3 +80,21 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
 def load_train_state(directory: str | Path) -> dict[str, Any] | None:
     path = Path(directory) / TRAIN_STATE
     return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+
+
+@contextlib.contextmanager
+def local_checkpoint(uri: str) -> Iterator[Path]:
+    """A local directory holding the checkpoint at `uri`: the path itself, or for s3:// and gs://
+    (anything pyarrow.fs reads) a temporary copy that is removed afterwards."""
+    if "://" not in uri or uri.startswith("file://"):
+        yield Path(uri.removeprefix("file://"))
+        return
+    with tempfile.TemporaryDirectory(prefix="soupsweep-checkpoint-") as tmp:
+        pafs.copy_files(uri, tmp)
+        yield Path(tmp)
+
+
+def upload_checkpoint(local_dir: str | Path, uri: str) -> None:
+    """Copy a local checkpoint directory to `uri` (a no-op when `uri` is that directory)."""
+    if "://" in uri and not uri.startswith("file://"):
+        pafs.copy_files(str(Path(local_dir).resolve()), uri)

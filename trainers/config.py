@@ -151,7 +151,9 @@ def describe_validation_error(err: ValidationError, model_type: type[BaseModel],
             allowed = ", ".join(allowed_keys(model_type, item["loc"][:-1]))
             problems.append(f"{path}: unknown key (allowed here: {allowed})")
         else:
-            problems.append(f"{path}: {item['msg']} (got {item.get('input')!r})")
+            msg = item["msg"].removeprefix("Value error, ")
+            got = "" if isinstance(item.get("input"), dict) else f" (got {item.get('input')!r})"
+            problems.append(f"{path}: {msg}{got}" if path else msg)
     return f"{source}: " + "; ".join(problems)
 
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from trainers import metrics as M
 from trainers.augment import TrainAugment, mixup, soft_targets
-from trainers.checkpoint import load_checkpoint, load_train_state, save_checkpoint
+from trainers.checkpoint import load_checkpoint, load_train_state, local_checkpoint, save_checkpoint
 from trainers.config import OptimConfig, TrainConfig
 from trainers.data.store import ImageSet, read_split
 from trainers.distributed import all_reduce_sum, rank_and_world, unwrap, wrap_ddp
@@ -54,7 +54,8 @@ def fit(cfg: TrainConfig, ctx: RunContext) -> FitResult:
     """Train `cfg` from the base checkpoint (or resume), reporting metrics and checkpoints per epoch."""
     rank, world = rank_and_world()
     torch.manual_seed(cfg.seed * 1000 + rank)  # augmentation differs per rank, reproducibly
-    base = load_checkpoint(ctx.base_dir)
+    with local_checkpoint(ctx.base_dir) as base_dir:
+        base = load_checkpoint(base_dir)
     model = build_classifier(cfg.model, base.state_dict["head.weight"].shape[0])
     model.load_state_dict(base.state_dict)
     train_set, val_set = read_split(cfg.data.train, model.image_size), read_split(cfg.data.val, model.image_size)

@@ -1,0 +1,145 @@
+"""SweepConfig: a TrainConfig (the values every trial starts from) plus the sections only a sweep has.
+
+So one YAML file holds both, and `--set optim.lr=1e-5` means the same key as `optim.lr` in the
+search space and in every trial's meta.json.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from soup.methods import METHODS
+from soup.records import absolute_sqlite
+from trainers.config import Section, TrainConfig, allowed_keys, flatten
+
+
+class Domain(Section):
+    """One search dimension: exactly one of the keys."""
+
+    loguniform: tuple[float, float] | None = Field(None, description="[low, high], sampled log-uniformly; low > 0")
+    uniform: tuple[float, float] | None = Field(None, description="[low, high], sampled uniformly")
+    randint: tuple[int, int] | None = Field(None, description="[low, high], integers, both included")
+    choice: list[Any] | None = Field(None, description="a list of values, one picked uniformly")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Domain":
+        given = [k for k in ("loguniform", "uniform", "randint", "choice") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of loguniform, uniform, randint, choice (got {given or 'none'})")
+        low_high = self.loguniform or self.uniform or self.randint
+        if low_high and low_high[0] > low_high[1]:
+            raise ValueError(f"low {low_high[0]} is above high {low_high[1]}")
+        if self.loguniform and self.loguniform[0] <= 0:
+            raise ValueError("loguniform needs low > 0")
+        if self.choice is not None and not self.choice:
+            raise ValueError("choice needs at least one value")
+        return self
+
+    def extremes(self) -> list[Any]:
+        """Values that every sample lies between (or among): each is validated as a config value."""
+        return list(self.choice) if self.choice is not None else list(self.loguniform or self.uniform or self.randint)
+
+
+DEFAULT_SPACE = {
+    "optim.lr": Domain(loguniform=(1e-3, 4e-3)),
+    "optim.weight_decay": Domain(loguniform=(1e-3, 0.2)),
+    "optim.label_smoothing": Domain(uniform=(0.0, 0.1)),
+    "aug.mixup_alpha": Domain(choice=[0.0, 0.2]),
+    "aug.min_scale": Domain(uniform=(0.7, 1.0)),
+    "optim.epochs": Domain(randint=(8, 12)),
+    "seed": Domain(randint=(0, 10_000)),
+}
+
+
+class SearchConfig(Section):
+    algorithm: Literal["random", "optuna"] = Field("random", description="random search or Optuna TPE")
+    num_samples: int = Field(4, ge=1, description="number of trials")
+    seed: int = Field(0, description="seed of the search algorithm: the same seed proposes the same trials")
+    space: dict[str, Domain] = Field(default_factory=lambda: dict(DEFAULT_SPACE),
+                                     description="dotted training-config key -> domain")
+    max_concurrent_trials: int | None = Field(None, ge=1, description="null: as many as the cluster fits")
+
+
+class ResourcesConfig(Section):
+    workers: int = Field(2, ge=1, description="DDP workers per trial (Ray Train workers)")
+    gpus_per_worker: float = Field(0, ge=0, description="GPUs per worker; 0 trains on CPU with gloo")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs per worker (fractions allowed)")
+    driver_cpus: float = Field(0.5, gt=0, description="CPUs for each trial's driver (the Tune function)")
+    max_failures: int = Field(1, ge=0, description="worker-group restarts per trial, resuming from its checkpoint")
+
+    def per_trial(self) -> dict[str, float]:
+        return {"CPU": self.driver_cpus + self.workers * self.cpus_per_worker,
+                "GPU": self.workers * self.gpus_per_worker}
+
+
+class MlflowConfig(Section):
+    tracking_uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI (sqlite file or server)")
+    experiment: str = Field("", description="MLflow experiment: the sweep's identity; empty: soupsweep-<time>")
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _absolute(cls, uri: str) -> str:
+        return absolute_sqlite(uri)
+
+
+class SoupSection(Section):
+    methods: list[str] = Field(default_factory=lambda: list(METHODS), description=f"any of {list(METHODS)}")
+    tie_rule: Literal[">=", ">"] = Field(">=", description="greedy soup: keep ties (>=) or not (>)")
+    device: str = Field("auto", description="where the soup stage evaluates: auto, cpu, cuda")
+
+    @field_validator("methods")
+    @classmethod
+    def _known(cls, methods: list[str]) -> list[str]:
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown or not methods:
+            raise ValueError(f"unknown soup methods {unknown or 'empty list'}; choose from {list(METHODS)}")
+        return methods
+
+
+class SweepConfig(TrainConfig):
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    storage_path: str = Field("soupsweep-results", description="Ray storage: local/NFS path, s3:// or gs://")
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    soup: SoupSection = Field(default_factory=SoupSection)
+
+    @field_validator("storage_path")
+    @classmethod
+    def _storage_absolute(cls, path: str) -> str:
+        return path if "://" in path else str(Path(path).expanduser().resolve())
+
+    @model_validator(mode="after")
+    def _space_keys_are_training_keys(self) -> "SweepConfig":
+        train = self.train_config()
+        valid = set(train.to_flat())
+        for key, domain in self.search.space.items():
+            if key not in valid:
+                raise ValueError(f"search.space: {key!r} is not a training config key; "
+                                 f"valid keys: {', '.join(sorted(valid))}")
+            for value in domain.extremes():
+                try:
+                    train.with_overrides({key: value})
+                except ValueError as err:  # pydantic's ValidationError is a ValueError
+                    first = err.errors()[0]["msg"] if hasattr(err, "errors") else str(err)
+                    raise ValueError(f"search.space.{key}: value {value!r} is invalid: {first}") from None
+        return self
+
+    def train_config(self) -> TrainConfig:
+        """The base training config: this config without the sweep-only sections."""
+        return TrainConfig.model_validate(self.model_dump(include=set(TrainConfig.model_fields)))
+
+    def experiment_name(self) -> str:
+        return self.mlflow.experiment or f"soupsweep-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    def to_params(self) -> dict[str, Any]:
+        """Flat params for the sweep's MLflow run (the search space as one string per key)."""
+        flat = flatten(self.model_dump(mode="json", exclude={"search"}))
+        flat.update({f"search.{k}": v for k, v in self.search.model_dump(mode="json", exclude={"space"}).items()})
+        flat.update({f"search.space.{k}": str(d.model_dump(exclude_none=True)) for k, d in self.search.space.items()})
+        return flat
+
+
+__all__ = ["SweepConfig", "Domain", "allowed_keys"]

@@ -1,0 +1,27 @@
+"""The Ray Train worker entry: one DDP rank of one trial, running the one training loop."""
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import ray.train
+import ray.train.torch
+
+from trainers.config import TrainConfig
+from trainers.loop import RunContext, fit
+
+
+def train_worker(payload: dict[str, Any]) -> None:
+    """payload: {"config": TrainConfig as JSON, "base_dir": base checkpoint URI, "trial_id": str}."""
+    cfg = TrainConfig.model_validate(payload["config"])
+    resume = ray.train.get_checkpoint()  # set when Ray restarts the worker group after a failure
+    with resume.as_directory() if resume else contextlib.nullcontext() as resume_dir:
+        ctx = RunContext(base_dir=payload["base_dir"], device=ray.train.torch.get_device(), report=report,
+                         resume_dir=resume_dir, trial_id=payload["trial_id"])
+        fit(cfg, ctx)
+
+
+def report(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+    """Every rank reports each epoch (a barrier); rank 0 hands over the checkpoint, Ray persists it."""
+    checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+    ray.train.report(metrics, checkpoint=checkpoint)
