@@ -18,11 +18,17 @@ from trainers.errors import UserError
 TieRule = Literal[">=", ">"]
 
 
+def load_state(scored: Scored) -> dict[str, torch.Tensor]:
+    """Weights of a scored ingredient, loaded again: soups stream checkpoints, one at a time."""
+    return normalise_keys(load_ingredient(scored.ingredient.checkpoint).state_dict)
+
+
 @dataclass
 class SoupContext:
     evaluator: Evaluator
     base_state: dict[str, torch.Tensor]  # the shared initialisation (zero-shot model)
     tie_rule: TieRule = ">="  # greedy: the paper's recipe keeps ties; the reference code uses >
+    load: Callable[[Scored], dict[str, torch.Tensor]] = load_state
 
 
 @dataclass
@@ -33,11 +39,6 @@ class MethodResult:
     members: list[str]  # trial ids, in the order they were added
     state: dict[str, torch.Tensor] | None = None  # soup weights, for the methods that make a model
     trace: list[dict] = field(default_factory=list)
-
-
-def load_state(scored: Scored) -> dict[str, torch.Tensor]:
-    """Weights of a scored ingredient, loaded again: soups stream checkpoints, one at a time."""
-    return normalise_keys(load_ingredient(scored.ingredient.checkpoint).state_dict)
 
 
 def zeroshot(pool: list[Scored], ctx: SoupContext) -> MethodResult:
@@ -52,7 +53,7 @@ def best_single(pool: list[Scored], ctx: SoupContext) -> MethodResult:
 def uniform_soup(pool: list[Scored], ctx: SoupContext) -> MethodResult:
     running = RunningSum()
     for scored in pool:
-        running.add(load_state(scored))
+        running.add(ctx.load(scored))
     state = running.mean()
     return MethodResult("uniform", ctx.evaluator.logits(state), 1, [s.trial_id for s in pool], state)
 
@@ -61,12 +62,12 @@ def greedy_soup(pool: list[Scored], ctx: SoupContext) -> MethodResult:
     """Sort by held-out accuracy; add each ingredient if the soup's held-out accuracy does not drop."""
     ranked = sorted(pool, key=lambda s: s.heldout_top1, reverse=True)
     running, best = RunningSum(), ranked[0].heldout_top1
-    running.add(load_state(ranked[0]))
+    running.add(ctx.load(ranked[0]))
     members = [ranked[0].trial_id]
     trace = [{"step": 0, "trial_id": ranked[0].trial_id, "candidate_heldout": best,
               "soup_heldout": best, "accepted": True}]
     for step, scored in enumerate(ranked[1:], start=1):
-        candidate = load_state(scored)
+        candidate = ctx.load(scored)
         score = ctx.evaluator.heldout_top1(running.mean_with(candidate))
         accepted = score >= best if ctx.tie_rule == ">=" else score > best
         if accepted:

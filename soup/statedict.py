@@ -50,7 +50,8 @@ class RunningSum:
     def add(self, state: dict[str, torch.Tensor]) -> None:
         if not self.count:
             self.reference = {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in state.items()}
-            self.total = {k: v.to(torch.float32) if v.is_floating_point() else v.clone() for k, v in state.items()}
+            self.total = {k: v.to(torch.float32, copy=True) if v.is_floating_point() else v.clone()
+                          for k, v in state.items()}  # copy: the sum is updated in place
         else:
             check_compatible(self.reference, state)
             for key, value in state.items():

@@ -134,8 +134,8 @@ def make_tuner(cfg: SweepConfig, paths: SweepPaths, checksum: str, concurrency: 
     return tune.Tuner(
         trainable,
         param_space=param_space(cfg.search),
-        tune_config=tune.TuneConfig(num_samples=cfg.search.num_samples, search_alg=search_algorithm(cfg.search),
-                                    metric=SEARCH_METRIC, mode=SEARCH_MODE, max_concurrent_trials=concurrency),
+        tune_config=tune.TuneConfig(num_samples=cfg.search.num_samples, metric=SEARCH_METRIC, mode=SEARCH_MODE,
+                                    search_alg=search_algorithm(cfg.search, concurrency)),
         run_config=tune.RunConfig(name=paths.name, storage_path=cfg.storage_path, callbacks=[callback],
                                   verbose=1),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ray import tune
-from ray.tune.search import BasicVariantGenerator, Searcher
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from sweep.config import Domain, SearchConfig
@@ -28,7 +28,12 @@ def param_space(search: SearchConfig) -> dict[str, Any]:
     return {key: tune_domain(domain) for key, domain in search.space.items()}
 
 
-def search_algorithm(search: SearchConfig) -> Searcher | BasicVariantGenerator:
+def search_algorithm(search: SearchConfig, max_concurrent: int) -> Searcher | BasicVariantGenerator:
+    """The seeded search algorithm, limited to `max_concurrent` trials at once.
+
+    The limit is set here because Tune ignores TuneConfig.max_concurrent_trials for a
+    BasicVariantGenerator passed as search_alg: surplus trials would then wait forever on workers."""
     if search.algorithm == "optuna":
-        return OptunaSearch(metric=SEARCH_METRIC, mode=SEARCH_MODE, seed=search.seed)
-    return BasicVariantGenerator(random_state=search.seed)
+        return ConcurrencyLimiter(OptunaSearch(metric=SEARCH_METRIC, mode=SEARCH_MODE, seed=search.seed),
+                                  max_concurrent=max_concurrent)
+    return BasicVariantGenerator(random_state=search.seed, max_concurrent=max_concurrent)

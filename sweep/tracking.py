@@ -57,8 +57,8 @@ class TrialRuns(tune.Callback):
             return
         tags = {TAG_KIND: KIND_TRIAL, TAG_PARENT: self.parent_run_id, TAG_TRIAL_ID: trial.trial_id}
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{trial.trial_id}", tags=tags)
-        params = self.base.with_overrides(trial.config).to_flat()
-        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        params = self.base.with_overrides(trial.config).to_params()
+        self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
         self.trials[trial.trial_id] = TrialRecord(run.info.run_id, dict(trial.config))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):

@@ -105,8 +105,22 @@ class TrainConfig(Section):
         """Flat dotted params ({"optim.lr": 1e-5, ...}): the MLflow and Tune view of the config."""
         return flatten(self.model_dump(mode="json"))
 
-    def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+    def to_params(self) -> dict[str, str]:
+        """MLflow params: flat dotted keys, strings as they are, everything else as JSON."""
+        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in self.to_flat().items()}
+
+    @classmethod
+    def from_params(cls, params: dict[str, str]) -> "TrainConfig":
+        """Inverse of `to_params` (extra params, such as a sweep's, are ignored)."""
+        own = {k: v for k, v in params.items() if k.split(".")[0] in cls.model_fields}
+        return cls.model_validate(apply_overrides({}, {k: _parse_param(v) for k, v in own.items()}))
+
+
+def _parse_param(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -36,12 +36,17 @@ class ImageClassifier(nn.Module):
 
     @property
     def image_size(self) -> int:
-        size = self.visual.image_size
-        return size[0] if isinstance(size, (tuple, list)) else int(size)
+        return input_size(self.visual)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.visual((images - self.mean) / self.std)
         return self.head(F.normalize(features, dim=-1))
+
+
+def input_size(visual: nn.Module) -> int:
+    """Side length of the square images an open_clip image tower takes."""
+    size = visual.image_size
+    return size[0] if isinstance(size, (tuple, list)) else int(size)
 
 
 def resolve_architecture(name: str) -> dict | str:
@@ -114,7 +119,8 @@ def zeroshot_weights(clip: nn.Module, tokenizer, classes: list[str], templates: 
     return clip.logit_scale.exp() * torch.stack(rows)
 
 
-def _preprocess_stats(clip: nn.Module) -> tuple[tuple, tuple]:
+def preprocess_stats(clip: nn.Module) -> tuple[tuple, tuple]:
+    """The (mean, std) images are normalised with: the pretrained tag's, else OpenAI's."""
     stats = getattr(clip.visual, "preprocess_cfg", {}) or {}
     return (tuple(stats.get("mean", open_clip.OPENAI_DATASET_MEAN)),
             tuple(stats.get("std", open_clip.OPENAI_DATASET_STD)))
@@ -122,7 +128,7 @@ def _preprocess_stats(clip: nn.Module) -> tuple[tuple, tuple]:
 
 def _classifier(clip: nn.Module, num_classes: int) -> ImageClassifier:
     head = nn.Linear(clip.visual.output_dim, num_classes)
-    return ImageClassifier(clip.visual, head, *_preprocess_stats(clip))
+    return ImageClassifier(clip.visual, head, *preprocess_stats(clip))
 
 
 def build_classifier(cfg: ModelConfig, num_classes: int) -> ImageClassifier:

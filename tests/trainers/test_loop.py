@@ -1,0 +1,64 @@
+"""The one training loop, in one process (no Ray): it learns, checkpoints each epoch, resumes."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.conftest import data_section
+from trainers import metrics as M
+from trainers.base import write_base_checkpoint
+from trainers.checkpoint import load_checkpoint
+from trainers.config import TrainConfig
+from trainers.errors import UserError
+from trainers.loop import RunContext, epoch_indices, fit
+
+
+@pytest.fixture(scope="module")
+def random_base(demo_data, tmp_path_factory):
+    cfg = TrainConfig.model_validate({"data": data_section(demo_data)})
+    directory = tmp_path_factory.mktemp("base") / "base"
+    return cfg, str(directory), write_base_checkpoint(cfg, directory)
+
+
+def test_learns_from_random_init_and_checkpoints_every_epoch(random_base, tmp_path):
+    cfg, base_dir, checksum = random_base
+    cfg = cfg.with_overrides({"optim.epochs": 12, "optim.lr": 3e-3, "optim.batch_size": 16, "aug.mixup_alpha": 0.1,
+                              "optim.label_smoothing": 0.1})
+    kept = []
+
+    def report(metrics, checkpoint_dir):
+        kept.append(metrics)
+        shutil.copytree(checkpoint_dir, tmp_path / f"epoch{metrics[M.EPOCH]}")
+
+    result = fit(cfg, RunContext(base_dir=base_dir, report=report, trial_id="t1"))
+    assert [m[M.EPOCH] for m in kept] == list(range(1, 13))
+    assert result.metrics[M.VAL_TOP1] > 0.5  # 4 classes: chance is 0.25
+    assert kept[-1][M.TRAIN_LOSS] < kept[0][M.TRAIN_LOSS]
+    last = load_checkpoint(tmp_path / "epoch12")
+    assert last.meta["base_checksum"] == checksum and last.meta["trial_id"] == "t1"
+    assert TrainConfig.model_validate(last.meta["config"]) == cfg
+
+
+def test_resume_continues_from_the_checkpoint_epoch(random_base, tmp_path):
+    cfg, base_dir, _ = random_base
+    cfg = cfg.with_overrides({"optim.epochs": 3})
+    fit(cfg.with_overrides({"optim.epochs": 3}), RunContext(
+        base_dir=base_dir, report=lambda m, d: m[M.EPOCH] == 2 and shutil.copytree(d, tmp_path / "e2")))
+    epochs = []
+    fit(cfg, RunContext(base_dir=base_dir, resume_dir=str(tmp_path / "e2"),
+                        report=lambda m, d: epochs.append(m[M.EPOCH])))
+    assert epochs == [3]
+
+
+def test_batch_larger_than_the_data_is_a_user_error(random_base):
+    cfg, base_dir, _ = random_base
+    with pytest.raises(UserError, match="optim.batch_size: 4096"):
+        fit(cfg.with_overrides({"optim.batch_size": 4096}), RunContext(base_dir=base_dir))
+
+
+def test_ranks_get_disjoint_equal_slices():
+    slices = [set(epoch_indices(103, seed=1, epoch=2, rank=r, world=3).tolist()) for r in range(3)]
+    assert all(len(s) == 34 for s in slices)
+    assert not (slices[0] & slices[1]) and not (slices[1] & slices[2]) and not (slices[0] & slices[2])
+    assert epoch_indices(103, 1, 3, 0, 3).tolist() != epoch_indices(103, 1, 2, 0, 3).tolist()
