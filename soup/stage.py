@@ -31,12 +31,16 @@ class SoupOutcome:
 def make_soups(ingredients: list[Ingredient], base_dir: str, methods: list[str], device: torch.device,
                tie_rule: TieRule = ">=") -> SoupOutcome:
     """Evaluate the finished ingredients once, then run `methods` on the cached evaluations."""
+    skipped = {i.trial_id: f"status {i.status}" + (f": {i.reason}" if i.reason else "")
+               for i in ingredients if i.status != FINISHED}
+    if len(skipped) == len(ingredients):
+        raise UserError(f"the sweep has no finished trials ({len(ingredients)} trials: "
+                        + "; ".join(f"{k}: {v}" for k, v in skipped.items())
+                        + "); let it finish or run a new sweep before making soups")
     base = load_checkpoint(base_dir)
     cfg = TrainConfig.model_validate(base.meta["config"])
     model = build_classifier(cfg.model, len(base.meta["classes"]))
     evaluator = Evaluator(model, load_eval_sets(cfg.data, model.image_size, device), device, cfg.precision)
-    skipped = {i.trial_id: f"status {i.status}" + (f": {i.reason}" if i.reason else "")
-               for i in ingredients if i.status != FINISHED}
     scored = []
     for ingredient in tqdm([i for i in ingredients if i.status == FINISHED], desc="evaluating ingredients"):
         problem = _score(ingredient, base.state_dict, base.meta["base_checksum"], evaluator, scored)

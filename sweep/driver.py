@@ -22,10 +22,11 @@ from soup.pipeline import SoupRun, soup_experiment
 from soup.records import TAG_BASE, TAG_BASE_CHECKSUM, TAG_MANIFEST, TAG_STORAGE
 from sweep.config import SweepConfig
 from sweep.space import SEARCH_METRIC, SEARCH_MODE, param_space, search_algorithm
-from sweep.tracking import TrialRecord, TrialRuns, open_sweep_run
+from sweep.tracking import TrialRecord, TrialRuns, open_sweep_run, require_new_sweep
 from sweep.trial import TrialSpec, run_trial, train_run_name
 from trainers.base import write_base_checkpoint
 from trainers.checkpoint import read_meta, upload_checkpoint
+from trainers.data.store import check_dataset
 from trainers.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,12 @@ class SweepOutcome:
 
 def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     """Validate and prepare, sweep with Tune + Ray Train, record the trials, make the soups."""
+    check_dataset(cfg.data)  # every split, before anything is created or written
     name = cfg.experiment_name()
     paths = SweepPaths(cfg.storage_path, name)
-    checksum = prepare_base(cfg, paths)  # checks every data split before any cluster work
     client = MlflowClient(cfg.mlflow.tracking_uri)
+    require_new_sweep(client, name)  # before anything is written
+    checksum = prepare_base(cfg, paths)
     tags = {TAG_STORAGE: cfg.storage_path, TAG_MANIFEST: paths.manifest, TAG_BASE: paths.base,
             TAG_BASE_CHECKSUM: checksum}
     experiment_id, sweep_run_id = open_sweep_run(client, name, tags, cfg.to_params())
@@ -103,8 +106,9 @@ def connect_ray() -> bool:
     Returns whether we started it (and so should shut it down)."""
     if ray.is_initialized():
         return False
-    ray.init()
-    log.info("Ray cluster resources: %s", ray.cluster_resources())
+    context = ray.init()
+    log.info("Ray cluster at %s (dashboard %s): %s", ray.get_runtime_context().gcs_address,
+             context.dashboard_url or "off", ray.cluster_resources())
     return True
 
 

@@ -22,13 +22,19 @@ from trainers.errors import UserError
 REPORTED = (M.TRAIN_LOSS, M.VAL_LOSS, M.VAL_TOP1, M.LR)
 
 
-def open_sweep_run(client: MlflowClient, experiment: str, tags: dict[str, str], params: dict[str, Any]) -> tuple[str, str]:
-    """Create (or reuse) the experiment and its sweep run; returns (experiment id, run id)."""
+def require_new_sweep(client: MlflowClient, experiment: str) -> None:
+    """One experiment is one sweep: refuse an experiment that already holds a sweep run."""
     found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
     if found and find_sweep_run(client, found):
         raise UserError(f"MLflow experiment {experiment!r} already holds a sweep (one experiment is one "
                         "sweep); choose another mlflow.experiment, or leave it empty for a new name")
+
+
+def open_sweep_run(client: MlflowClient, experiment: str, tags: dict[str, str], params: dict[str, Any]) -> tuple[str, str]:
+    """Create (or reuse an empty) experiment and its sweep run; returns (experiment id, run id)."""
+    require_new_sweep(client, experiment)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
     run = client.create_run(experiment_id, run_name=f"sweep-{experiment}", tags={TAG_KIND: KIND_SWEEP, **tags})
     params = [Param(k, str(v)[:6000]) for k, v in params.items()]
     for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch

@@ -80,8 +80,11 @@ def test_bad_ingredients_are_left_out_by_name(soup_inputs, tmp_path):
 
 def test_no_usable_ingredient_is_a_user_error(soup_inputs):
     _, base_dir, _ = soup_inputs
-    with pytest.raises(UserError, match="no usable ingredients among 1 trials: t: status failed"):
+    with pytest.raises(UserError, match="no finished trials \\(1 trials: t: status failed"):
         make_soups([Ingredient("t", FAILED)], base_dir, ["greedy"], torch.device("cpu"))
+    corrupt = Ingredient("c", FINISHED, "/no/such/checkpoint", "x")
+    with pytest.raises(UserError, match="no usable ingredients among 1 trials: c: different initialisation"):
+        make_soups([corrupt], base_dir, ["greedy"], torch.device("cpu"))
 
 
 class ScriptedEvaluator:

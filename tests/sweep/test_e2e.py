@@ -1,0 +1,111 @@
+"""The whole path: sweep (Tune + Ray Train DDP) -> manifest -> soup -> MLflow, on a local cluster."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from soup.ingredients import FINISHED, read_manifest
+from soup.records import (KIND_SOUP, KIND_SWEEP, KIND_TRIAL, TAG_BASE_CHECKSUM, TAG_CHECKPOINT, TAG_KIND,
+                          TAG_MANIFEST, TAG_PARENT, TAG_STORAGE, TAG_TRIAL_ID)
+from trainers import metrics as M
+from trainers.checkpoint import read_meta
+from trainers.config import TrainConfig
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def runs_by_kind(client: MlflowClient, experiment_id: str) -> dict[str, list]:
+    runs = client.search_runs([experiment_id], max_results=100)
+    kinds: dict[str, list] = {}
+    for run in runs:
+        kinds.setdefault(run.data.tags.get(TAG_KIND), []).append(run)
+    return kinds
+
+
+def test_sweep_records_parent_trials_and_soup(finished_sweep):
+    cfg, outcome = finished_sweep
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    kinds = runs_by_kind(client, outcome.experiment_id)
+    (sweep_run,) = kinds[KIND_SWEEP]
+    assert sweep_run.info.status == "FINISHED"
+    assert sweep_run.data.tags[TAG_STORAGE] == cfg.storage_path
+    assert sweep_run.data.params["search.num_samples"] == "4"
+    assert sweep_run.data.metrics["trials_finished"] == 4
+
+    trials = kinds[KIND_TRIAL]
+    assert len(trials) == 4
+    for run in trials:
+        assert run.info.status == "FINISHED" and run.data.tags[TAG_PARENT] == sweep_run.info.run_id
+        params = TrainConfig.from_params(run.data.params)
+        history = client.get_metric_history(run.info.run_id, M.VAL_TOP1)
+        assert [m.step for m in history] == list(range(1, params.optim.epochs + 1))
+        meta = read_meta(run.data.tags[TAG_CHECKPOINT])
+        assert TrainConfig.model_validate(meta["config"]) == params
+        assert meta["trial_id"] == run.data.tags[TAG_TRIAL_ID]
+        assert meta["base_checksum"] == sweep_run.data.tags[TAG_BASE_CHECKSUM]
+    assert len({r.data.params["optim.lr"] for r in trials}) == 4  # the search really varied lr
+
+    (soup_run,) = kinds[KIND_SOUP]
+    assert soup_run.data.tags[TAG_PARENT] == sweep_run.info.run_id and soup_run.info.status == "FINISHED"
+    metrics = soup_run.data.metrics
+    for method in ("best", "uniform", "greedy", "ensemble", "zeroshot"):
+        for split in ("heldout", "test", "shift/sketch"):
+            assert 0 <= metrics[f"{method}/{split}/top1"] <= 1
+    assert metrics["greedy/heldout/top1"] >= metrics["best/heldout/top1"]
+    assert soup_run.data.params["greedy.members"]
+    artifacts = {a.path for a in client.list_artifacts(soup_run.info.run_id)}
+    assert {"comparison.json", "comparison.parquet", "greedy_trace.json", "left_out.json", "soups"} <= artifacts
+    soups = {a.path for a in client.list_artifacts(soup_run.info.run_id, "soups/greedy")}
+    assert soups == {"soups/greedy/model.safetensors", "soups/greedy/meta.json"}
+    trace = json.loads(Path(client.download_artifacts(soup_run.info.run_id, "greedy_trace.json")).read_text())
+    assert len(trace["data"]) == 4 and trace["data"][0][trace["columns"].index("accepted")] is True
+
+
+def test_greedy_soup_beats_or_ties_every_ingredient_on_heldout(finished_sweep):
+    _, outcome = finished_sweep
+    table = outcome.soup.outcome.table
+    greedy = next(r["top1"] for r in table if r["method"] == "greedy" and r["set"] == "heldout")
+    trials = [r["top1"] for r in table if r["method"].startswith("trial:") and r["set"] == "heldout"]
+    assert len(trials) == 4 and greedy >= max(trials)
+
+
+def test_manifest_lists_every_trial(finished_sweep):
+    cfg, outcome = finished_sweep
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    sweep_run = runs_by_kind(client, outcome.experiment_id)[KIND_SWEEP][0]
+    rows = read_manifest(sweep_run.data.tags[TAG_MANIFEST])
+    assert len(rows) == 4 and all(r.status == FINISHED and Path(r.checkpoint).is_dir() for r in rows)
+    assert {r.mlflow_run_id for r in rows} == {r.info.run_id for r in runs_by_kind(client, outcome.experiment_id)[KIND_TRIAL]}
+
+
+def test_soup_greedy_from_another_process(finished_sweep):
+    cfg, outcome = finished_sweep
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    before = len(runs_by_kind(client, outcome.experiment_id)[KIND_SOUP])
+    done = subprocess.run([sys.executable, "-m", "soup.greedy", "--experiment", outcome.experiment,
+                           "--tracking-uri", cfg.mlflow.tracking_uri, "--methods", "greedy,uniform"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, "RAY_ADDRESS": ""})
+    assert done.returncode == 0, done.stderr
+    assert "greedy" in done.stdout and "uniform" in done.stdout
+    soups = runs_by_kind(client, outcome.experiment_id)[KIND_SOUP]
+    assert len(soups) == before + 1
+    newest = max(soups, key=lambda r: r.info.start_time)
+    assert set(newest.data.params["methods"].split(",")) == {"greedy", "uniform"}
+    assert "ensemble/test/top1" not in newest.data.metrics
+
+
+def test_same_experiment_twice_is_refused(finished_sweep):
+    from sweep.driver import run_sweep
+    from trainers.errors import UserError
+
+    cfg, _ = finished_sweep
+    with pytest.raises(UserError, match="already holds a sweep"):
+        run_sweep(cfg)
