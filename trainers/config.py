@@ -40,7 +40,7 @@ class ModelConfig(Section):
 
 class DataConfig(Section):
     train: str = Field("", description="Parquet file of training images.")
-    val: str = Field("", description="Parquet file used for per-trial validation (early stopping).")
+    val: str = Field("", description="Parquet file for per-trial validation: the metric the search optimises.")
     heldout: str = Field("", description="Parquet file used only to select soup ingredients.")
     test: str = Field("", description="Parquet file for the in-distribution report.")
     shift: dict[str, str] = Field(
@@ -80,7 +80,6 @@ class TrainConfig(Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     aug: AugConfig = Field(default_factory=AugConfig)
     seed: int = Field(0, ge=0, description="Seed for initial shuffles, augmentation and mixup.")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available.")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="auto: bf16 autocast on GPUs that support it, fp32 elsewhere."
     )
