@@ -59,7 +59,7 @@ def ray_cluster():
     import ray
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    ray.init(num_cpus=4, include_dashboard=None)
+    ray.init(address="local", num_cpus=4)  # "local": never attach to another cluster on this machine
     yield ray
     ray.shutdown()
 

@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,6 +57,10 @@ def ray_head(tmp_path):
         head.wait(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(head.pid, signal.SIGKILL)
+    # `ray start` leaves its address for later `ray.init()` calls to attach to; the head is gone.
+    current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    if current.is_file() and current.read_text().strip().endswith(f":{ports['--port']}"):
+        current.unlink()
 
 
 def test_job_submit_runs_the_sweep_on_the_head(ray_head, demo_data, pretrained_file, tmp_path):
