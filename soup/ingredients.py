@@ -17,8 +17,11 @@ import pyarrow.parquet as pq
 
 from trainers.checkpoint import Checkpoint, load_checkpoint, local_checkpoint
 
-FINISHED = "finished"
-FAILED = "failed"
+FINISHED = "finished"  # ran all its epochs
+STOPPED = "stopped"  # stopped early by the scheduler (ASHA) or the time budget: still an ingredient
+DIVERGED = "diverged"  # training loss went non-finite: left out
+FAILED = "failed"  # raised (after its retries): left out
+USABLE = (FINISHED, STOPPED)
 MANIFEST_SCHEMA = pa.schema([
     ("trial_id", pa.string()), ("status", pa.string()), ("reason", pa.string()),
     ("checkpoint", pa.string()), ("base_checksum", pa.string()), ("mlflow_run_id", pa.string()),

@@ -8,11 +8,11 @@ import torch
 from tqdm import tqdm
 
 from soup.evaluation import Evaluator, Scored, accuracy
-from soup.ingredients import FINISHED, Ingredient, load_ingredient
+from soup.ingredients import USABLE, Ingredient, load_ingredient
 from soup.methods import METHODS, MethodResult, SoupContext, TieRule
 from soup.splits import load_eval_sets
 from soup.statedict import IncompatibleIngredient, check_compatible, normalise_keys
-from trainers.checkpoint import load_checkpoint
+from trainers.checkpoint import load_checkpoint, local_checkpoint
 from trainers.config import TrainConfig
 from trainers.errors import UserError
 from trainers.model import build_classifier
@@ -32,17 +32,18 @@ def make_soups(ingredients: list[Ingredient], base_dir: str, methods: list[str],
                tie_rule: TieRule = ">=") -> SoupOutcome:
     """Evaluate the finished ingredients once, then run `methods` on the cached evaluations."""
     skipped = {i.trial_id: f"status {i.status}" + (f": {i.reason}" if i.reason else "")
-               for i in ingredients if i.status != FINISHED}
+               for i in ingredients if i.status not in USABLE}
     if len(skipped) == len(ingredients):
         raise UserError(f"the sweep has no finished trials ({len(ingredients)} trials: "
                         + "; ".join(f"{k}: {v}" for k, v in skipped.items())
                         + "); let it finish or run a new sweep before making soups")
-    base = load_checkpoint(base_dir)
+    with local_checkpoint(base_dir) as local_base:
+        base = load_checkpoint(local_base)
     cfg = TrainConfig.model_validate(base.meta["config"])
     model = build_classifier(cfg.model, len(base.meta["classes"]))
     evaluator = Evaluator(model, load_eval_sets(cfg.data, model.image_size, device), device, cfg.precision)
     scored = []
-    for ingredient in tqdm([i for i in ingredients if i.status == FINISHED], desc="evaluating ingredients"):
+    for ingredient in tqdm([i for i in ingredients if i.status in USABLE], desc="evaluating ingredients"):
         problem = _score(ingredient, base.state_dict, base.meta["base_checksum"], evaluator, scored)
         if problem:
             skipped[ingredient.trial_id] = problem

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from soup.methods import METHODS
 from soup.records import absolute_sqlite
+from sweep.presets import PRESETS, merge
 from trainers.config import Section, TrainConfig, allowed_keys, flatten
 
 
@@ -23,13 +24,15 @@ class Domain(Section):
     uniform: tuple[float, float] | None = Field(None, description="[low, high], sampled uniformly")
     randint: tuple[int, int] | None = Field(None, description="[low, high], integers, both included")
     choice: list[Any] | None = Field(None, description="a list of values, one picked uniformly")
+    off_or_uniform: tuple[float, float] | None = Field(
+        None, description="[low, high]: 0 with probability 1/2, else uniform (the model-soups recipe)")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "Domain":
-        given = [k for k in ("loguniform", "uniform", "randint", "choice") if getattr(self, k) is not None]
+        given = [k for k in KINDS if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of loguniform, uniform, randint, choice (got {given or 'none'})")
-        low_high = self.loguniform or self.uniform or self.randint
+            raise ValueError(f"give exactly one of {', '.join(KINDS)} (got {given or 'none'})")
+        low_high = self.loguniform or self.uniform or self.randint or self.off_or_uniform
         if low_high and low_high[0] > low_high[1]:
             raise ValueError(f"low {low_high[0]} is above high {low_high[1]}")
         if self.loguniform and self.loguniform[0] <= 0:
@@ -40,7 +43,14 @@ class Domain(Section):
 
     def extremes(self) -> list[Any]:
         """Values that every sample lies between (or among): each is validated as a config value."""
-        return list(self.choice) if self.choice is not None else list(self.loguniform or self.uniform or self.randint)
+        if self.choice is not None:
+            return list(self.choice)
+        if self.off_or_uniform:
+            return [0.0, *self.off_or_uniform]
+        return list(self.loguniform or self.uniform or self.randint)
+
+
+KINDS = ("loguniform", "uniform", "randint", "choice", "off_or_uniform")
 
 
 DEFAULT_SPACE = {
@@ -54,13 +64,29 @@ DEFAULT_SPACE = {
 }
 
 
+class AshaConfig(Section):
+    grace_period: int = Field(1, ge=1, description="epochs every trial runs before it may be stopped")
+    reduction_factor: float = Field(2.0, gt=1, description="keep the top 1/reduction_factor at each rung")
+
+
 class SearchConfig(Section):
-    algorithm: Literal["random", "optuna"] = Field("random", description="random search or Optuna TPE")
-    num_samples: int = Field(4, ge=1, description="number of trials")
+    algorithm: Literal["random", "optuna", "grid"] = Field(
+        "random", description="random search, Optuna TPE, or grid (every domain a choice)")
+    num_samples: int = Field(4, ge=1, description="number of trials (grid: repeats of the whole grid)")
     seed: int = Field(0, description="seed of the search algorithm: the same seed proposes the same trials")
     space: dict[str, Domain] = Field(default_factory=lambda: dict(DEFAULT_SPACE),
                                      description="dotted training-config key -> domain")
     max_concurrent_trials: int | None = Field(None, ge=1, description="null: as many as the cluster fits")
+    asha: AshaConfig | None = Field(None, description="ASHA early stopping on val/top1 per epoch; null: off")
+    time_budget_s: float | None = Field(None, gt=0, description="stop the search after this many seconds")
+
+    @model_validator(mode="after")
+    def _grid_needs_choices(self) -> "SearchConfig":
+        if self.algorithm == "grid":
+            other = [k for k, d in self.space.items() if d.choice is None]
+            if other:
+                raise ValueError(f"search.algorithm grid needs a choice domain for every key; not for {other}")
+        return self
 
 
 class ResourcesConfig(Section):
@@ -100,11 +126,20 @@ class SoupSection(Section):
 
 
 class SweepConfig(TrainConfig):
+    preset: Literal["model-soups", "wiseft"] | None = Field(
+        None, description="start from a preset (merged under this config's own keys)")
     search: SearchConfig = Field(default_factory=SearchConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     storage_path: str = Field("soupsweep-results", description="Ray storage: local/NFS path, s3:// or gs://")
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     soup: SoupSection = Field(default_factory=SoupSection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") in PRESETS:
+            return merge(PRESETS[data["preset"]], data)
+        return data
 
     @field_validator("storage_path")
     @classmethod

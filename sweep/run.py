@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from soup.records import absolute_sqlite
 from soup.report import format_table
 from sweep.config import SweepConfig
 from sweep.demo import demo_config
-from sweep.driver import run_sweep
+from sweep.driver import SweepOutcome, resume_sweep, run_sweep
 from trainers.config import apply_overrides, validate
 from trainers.errors import UserError
 
@@ -31,6 +33,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="override a key, e.g. --set optim.lr=1e-5 --set search.num_samples=8 "
                              "(VALUE is parsed as YAML); repeatable")
     parser.add_argument("--print-config", action="store_true", help="print the validated config and exit")
+    parser.add_argument("--resume", metavar="EXPERIMENT",
+                        help="continue the sweep recorded in this MLflow experiment (id or name) after its "
+                             "driver died: finished trials are kept, interrupted ones resume from checkpoints")
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
+                        help="with --resume: where the sweep is recorded (default: $MLFLOW_TRACKING_URI "
+                             "or sqlite:///mlflow.db)")
     return parser.parse_args(argv)
 
 
@@ -61,20 +69,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        cfg = load_config(args.config, args.set)
-        if args.print_config:
-            print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-            return 0
-        outcome = run_sweep(cfg)
+        if args.resume:
+            outcome = resume_sweep(absolute_sqlite(args.tracking_uri), args.resume)
+        else:
+            cfg = load_config(args.config, args.set)
+            if args.print_config:
+                print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+                return 0
+            outcome = run_sweep(cfg)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    print_summary(outcome)
+    return 0
+
+
+def print_summary(outcome: SweepOutcome) -> None:
+    uri = outcome.tracking_uri
     print("\n" + format_table(outcome.soup.outcome))
     print(f"\nMLflow experiment {outcome.experiment!r} (id {outcome.experiment_id}); browse it with:\n"
-          f"  mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}\n"
+          f"  mlflow ui --backend-store-uri {uri}\n"
           f"redo the soup stage with:\n"
-          f"  python -m soup.greedy --experiment {outcome.experiment} --tracking-uri {cfg.mlflow.tracking_uri}")
-    return 0
+          f"  python -m soup.greedy --experiment {outcome.experiment} --tracking-uri {uri}")
 
 
 if __name__ == "__main__":

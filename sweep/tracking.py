@@ -1,11 +1,13 @@
 """MLflow runs of a sweep, written from the sweep driver only (one writer: no sqlite contention).
 
 The sweep run is the parent; a Tune callback opens one child run per trial, logs its params and
-per-epoch metrics as results arrive and closes it with the trial's status.
+per-epoch metrics as results arrive, closes it with the trial's status, and keeps the parent's
+counts by status and best-so-far current. On resume it finds the runs it opened before.
 """
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +15,8 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from soup.ingredients import DIVERGED, FAILED, FINISHED, STOPPED
+from sweep.space import resolve_overrides
 from soup.records import (KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_KIND, TAG_PARENT, TAG_TRIAL_ID,
                           find_sweep_run)
 from trainers import metrics as M
@@ -20,6 +24,10 @@ from trainers.config import TrainConfig
 from trainers.errors import UserError
 
 REPORTED = (M.TRAIN_LOSS, M.VAL_LOSS, M.VAL_TOP1, M.LR)
+TAG_STATUS = "soupsweep.status"
+TAG_REASON = "soupsweep.reason"
+RUNNING = "running"
+MLFLOW_STATUS = {FINISHED: "FINISHED", STOPPED: "FINISHED", DIVERGED: "FAILED", FAILED: "FAILED"}
 
 
 def require_new_sweep(client: MlflowClient, experiment: str) -> None:
@@ -27,66 +35,138 @@ def require_new_sweep(client: MlflowClient, experiment: str) -> None:
     found = client.get_experiment_by_name(experiment)
     if found and find_sweep_run(client, found):
         raise UserError(f"MLflow experiment {experiment!r} already holds a sweep (one experiment is one "
-                        "sweep); choose another mlflow.experiment, or leave it empty for a new name")
+                        "sweep); choose another mlflow.experiment, leave it empty for a new name, "
+                        f"or continue it with --resume {experiment}")
 
 
 def open_sweep_run(client: MlflowClient, experiment: str, tags: dict[str, str], params: dict[str, Any]) -> tuple[str, str]:
     """Create (or reuse an empty) experiment and its sweep run; returns (experiment id, run id)."""
     require_new_sweep(client, experiment)
     found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(
+        experiment, artifact_location=artifact_location(client.tracking_uri))
     run = client.create_run(experiment_id, run_name=f"sweep-{experiment}", tags={TAG_KIND: KIND_SWEEP, **tags})
-    params = [Param(k, str(v)[:6000]) for k, v in params.items()]
-    for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
-        client.log_batch(run.info.run_id, params=params[start:start + 100])
+    log_params(client, run.info.run_id, params)
     return experiment_id, run.info.run_id
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """Beside a sqlite database: MLflow's default (./mlruns of whatever directory the process runs in)
+    would scatter artifacts; a server decides for itself (None)."""
+    prefix = "sqlite:///"
+    if tracking_uri.startswith(prefix):
+        return (Path(tracking_uri[len(prefix):]).parent / "mlartifacts").as_uri()
+    return None
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    items = [Param(k, v if isinstance(v, str) else str(v)) for k, v in params.items()]
+    for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run_id, params=items[start:start + 100])
 
 
 @dataclass
 class TrialRecord:
     run_id: str
     overrides: dict[str, Any]
-    status: str = "running"
-    error: str = ""
+    planned_epochs: int
+    status: str = RUNNING
+    reason: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+def close_interrupted_trials(client: MlflowClient, experiment_id: str, parent_run_id: str) -> None:
+    """After the search: trials Tune stopped without a completion event (the time budget ran out)
+    are marked stopped; they remain ingredients if they left a checkpoint."""
+    query = (f"tags.`{TAG_PARENT}` = '{parent_run_id}' and tags.`{TAG_KIND}` = '{KIND_TRIAL}' "
+             f"and tags.`{TAG_STATUS}` = '{RUNNING}'")
+    for run in client.search_runs([experiment_id], query, max_results=10_000):
+        client.set_tag(run.info.run_id, TAG_STATUS, STOPPED)
+        client.set_tag(run.info.run_id, TAG_REASON, "stopped early when the search ended (search.time_budget_s)")
+        client.set_terminated(run.info.run_id, MLFLOW_STATUS[STOPPED])
 
 
 class TrialRuns(tune.Callback):
     """Tune callback: one MLflow child run per trial, in the driver process."""
 
-    def __init__(self, client: MlflowClient, experiment_id: str, parent_run_id: str, base: TrainConfig):
-        self.client, self.experiment_id, self.parent_run_id, self.base = client, experiment_id, parent_run_id, base
-        self.trials: dict[str, TrialRecord] = {}
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, base: TrainConfig):
+        self.tracking_uri, self.experiment_id, self.parent_run_id, self.base = (
+            tracking_uri, experiment_id, parent_run_id, base)
+        self.client = MlflowClient(tracking_uri)
+        self.trials: dict[str, TrialRecord] = self._existing_trials()
+
+    def __reduce__(self):
+        # Tune pickles its callbacks with the experiment (tuner.pkl); a restored sweep must rebuild
+        # the records from MLflow, not reuse the state they had when the sweep started.
+        return (type(self), (self.tracking_uri, self.experiment_id, self.parent_run_id, self.base))
+
+    def _existing_trials(self) -> dict[str, TrialRecord]:
+        """Trial runs of this sweep from before a restart: a resumed trial keeps its run."""
+        query = f"tags.`{TAG_PARENT}` = '{self.parent_run_id}' and tags.`{TAG_KIND}` = '{KIND_TRIAL}'"
+        records = {}
+        for run in self.client.search_runs([self.experiment_id], query, max_results=10_000):
+            cfg = TrainConfig.from_params(run.data.params)
+            records[run.data.tags[TAG_TRIAL_ID]] = TrialRecord(
+                run.info.run_id, {}, cfg.optim.epochs, run.data.tags.get(TAG_STATUS, RUNNING),
+                run.data.tags.get(TAG_REASON, ""), dict(run.data.metrics))
+        return records
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        if trial.trial_id in self.trials:  # a restarted trial keeps its run
+        if trial.trial_id in self.trials:  # restarted or resumed: same run
+            self.trials[trial.trial_id].overrides = resolve_overrides(trial.config)
             return
-        tags = {TAG_KIND: KIND_TRIAL, TAG_PARENT: self.parent_run_id, TAG_TRIAL_ID: trial.trial_id}
+        tags = {TAG_KIND: KIND_TRIAL, TAG_PARENT: self.parent_run_id, TAG_TRIAL_ID: trial.trial_id,
+                TAG_STATUS: RUNNING}
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{trial.trial_id}", tags=tags)
-        params = self.base.with_overrides(trial.config).to_params()
-        self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
-        self.trials[trial.trial_id] = TrialRecord(run.info.run_id, dict(trial.config))
+        overrides = resolve_overrides(trial.config)
+        cfg = self.base.with_overrides(overrides)
+        log_params(self.client, run.info.run_id, cfg.to_params())
+        self.trials[trial.trial_id] = TrialRecord(run.info.run_id, overrides, cfg.optim.epochs)
+        self._update_parent()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         record = self.trials[trial.trial_id]
         step, now = int(result.get(M.EPOCH, 0)), int(time.time() * 1000)
         values = {k: float(result[k]) for k in REPORTED if k in result}
-        record.metrics.update(values | {M.EPOCH: step})
-        self.client.log_batch(record.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
+        record.metrics.update(values | {M.EPOCH: step, M.DIVERGED: float(result.get(M.DIVERGED, 0.0))})
+        if not result.get(M.DIVERGED):
+            self.client.log_batch(record.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
         if result.get("checkpoint_path"):
             self.client.set_tag(record.run_id, TAG_CHECKPOINT, result["checkpoint_path"])
+        self._update_parent()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._close(trial, "finished", "FINISHED")
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._close(trial, "failed", "FAILED", (trial.get_error() or "")[-2000:])
-
-    def _close(self, trial, status: str, mlflow_status: str, error: str = "") -> None:
         record = self.trials.get(trial.trial_id)
         if record is None:
             return
-        record.status, record.error = status, error
-        if error:
-            self.client.set_tag(record.run_id, "soupsweep.error", error[-5000:])
-        self.client.set_terminated(record.run_id, mlflow_status)
+        epoch = int(record.metrics.get(M.EPOCH, 0))
+        if record.metrics.get(M.DIVERGED):
+            self._close(record, DIVERGED, f"training loss went non-finite at epoch {epoch}")
+        elif epoch < record.planned_epochs:
+            self._close(record, STOPPED, f"stopped early at epoch {epoch} of {record.planned_epochs}")
+        else:
+            self._close(record, FINISHED)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        record = self.trials.get(trial.trial_id)
+        if record is not None:
+            self._close(record, FAILED, (trial.get_error() or "raised")[-2000:])
+
+    def _close(self, record: TrialRecord, status: str, reason: str = "") -> None:
+        record.status, record.reason = status, reason
+        self.client.set_tag(record.run_id, TAG_STATUS, status)
+        if reason:
+            self.client.set_tag(record.run_id, TAG_REASON, reason[-5000:])
+        self.client.set_terminated(record.run_id, MLFLOW_STATUS[status])
+        self._update_parent()
+
+    def _update_parent(self) -> None:
+        """Counts by status and the best validation accuracy so far, on the sweep run."""
+        now = int(time.time() * 1000)
+        statuses = [r.status for r in self.trials.values()]
+        values = {f"trials_{s}": float(statuses.count(s)) for s in (RUNNING, FINISHED, STOPPED, DIVERGED, FAILED)}
+        scores = [r.metrics[M.VAL_TOP1] for r in self.trials.values()
+                  if M.VAL_TOP1 in r.metrics and not r.metrics.get(M.DIVERGED)]
+        if scores:
+            values[f"best/{M.VAL_TOP1}"] = max(scores)
+        self.client.log_batch(self.parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in values.items()])

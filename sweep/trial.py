@@ -13,6 +13,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from sweep.space import resolve_overrides
 from sweep.worker import train_worker
 from trainers.config import TrainConfig
 
@@ -36,7 +37,7 @@ def train_run_name(experiment: str, trial_id: str) -> str:
 
 def run_trial(overrides: dict[str, Any], spec: TrialSpec) -> None:
     trial_id = tune.get_context().get_trial_id()
-    cfg = TrainConfig.model_validate(spec.base_config).with_overrides(overrides)
+    cfg = TrainConfig.model_validate(spec.base_config).with_overrides(resolve_overrides(overrides))
     resources = {"CPU": spec.cpus_per_worker, "GPU": spec.gpus_per_worker}
     trainer = TorchTrainer(
         train_worker,

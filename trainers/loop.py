@@ -73,7 +73,14 @@ def fit(cfg: TrainConfig, ctx: RunContext) -> FitResult:
     for epoch in range(start_epoch, cfg.optim.epochs):
         train_loss = train_epoch(ddp_model, optimizer, scheduler, augment, train_set, cfg, epoch, ctx.device)
         last = {M.EPOCH: epoch + 1, M.STEP: (epoch + 1) * steps_per_epoch, M.LR: scheduler.get_last_lr()[0],
-                M.TRAIN_LOSS: train_loss, **evaluate_shard(model, val_set, "val", cfg.precision, ctx.device)}
+                M.TRAIN_LOSS: train_loss}
+        if not math.isfinite(train_loss):  # all-reduced, so every rank stops here together
+            log.warning("training loss is %s at epoch %d: the run diverged, stopping it", train_loss, epoch + 1)
+            # No checkpoint. val/top1 = 0 keeps the searcher's metric present and ranks the trial last.
+            report = {M.EPOCH: epoch + 1, M.STEP: last[M.STEP], M.DIVERGED: 1.0, M.VAL_TOP1: 0.0}
+            ctx.report(report, None)
+            return FitResult(model, report)
+        last.update(evaluate_shard(model, val_set, "val", cfg.precision, ctx.device))
         _checkpoint_and_report(ctx, cfg, base.meta, model, optimizer, scheduler, last)
     return FitResult(model, last)
 

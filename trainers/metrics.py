@@ -11,6 +11,7 @@ VAL_LOSS = "val/loss"
 VAL_TOP1 = "val/top1"
 HELDOUT_TOP1 = "heldout/top1"
 TEST_TOP1 = "test/top1"
+DIVERGED = "diverged"  # 1.0 in the last report of a run whose training loss went non-finite
 
 
 def top1_name(split: str) -> str:

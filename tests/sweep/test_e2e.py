@@ -37,7 +37,8 @@ def test_sweep_records_parent_trials_and_soup(finished_sweep):
     assert sweep_run.info.status == "FINISHED"
     assert sweep_run.data.tags[TAG_STORAGE] == cfg.storage_path
     assert sweep_run.data.params["search.num_samples"] == "4"
-    assert sweep_run.data.metrics["trials_finished"] == 4
+    assert sweep_run.data.metrics["trials_finished"] == 4 and sweep_run.data.metrics["trials_running"] == 0
+    assert sweep_run.data.metrics["best/val/top1"] == max(r.data.metrics["val/top1"] for r in kinds[KIND_TRIAL])
 
     trials = kinds[KIND_TRIAL]
     assert len(trials) == 4

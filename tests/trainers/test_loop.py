@@ -62,3 +62,13 @@ def test_ranks_get_disjoint_equal_slices():
     assert all(len(s) == 34 for s in slices)
     assert not (slices[0] & slices[1]) and not (slices[1] & slices[2]) and not (slices[0] & slices[2])
     assert epoch_indices(103, 1, 3, 0, 3).tolist() != epoch_indices(103, 1, 2, 0, 3).tolist()
+
+
+def test_diverging_run_stops_itself_without_a_checkpoint(random_base):
+    cfg, base_dir, _ = random_base
+    reports = []
+    result = fit(cfg.with_overrides({"optim.lr": 1e6, "optim.grad_clip": None, "optim.epochs": 4}),
+                 RunContext(base_dir=base_dir, report=lambda m, d: reports.append((m, d))))
+    assert result.metrics[M.DIVERGED] == 1.0
+    assert reports[-1][0][M.DIVERGED] == 1.0 and reports[-1][1] is None
+    assert len(reports) < 4  # stopped early

@@ -1,0 +1,78 @@
+"""The Ray cluster as the sweep sees it: connecting, fitting trials into it, checking its storage."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import uuid
+from typing import Iterator
+
+import pyarrow.fs as pafs
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from sweep.config import SweepConfig
+from trainers.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def connect_ray() -> Iterator[None]:
+    """Attach to RAY_ADDRESS or a cluster started with `ray start`, else start a local one; shut
+    down only what we started."""
+    if ray.is_initialized():
+        yield
+        return
+    context = ray.init()
+    log.info("Ray cluster at %s (dashboard %s): %s", ray.get_runtime_context().gcs_address,
+             context.dashboard_url or "off", ray.cluster_resources())
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def trial_concurrency(cfg: SweepConfig) -> int:
+    """How many trials run at once: what the cluster fits, capped by search.max_concurrent_trials.
+    Fails early when one trial does not fit at all (Tune would otherwise wait forever)."""
+    need, have = cfg.resources.per_trial(), ray.cluster_resources()
+    fits = []
+    for kind, amount in need.items():
+        if amount <= 0:
+            continue
+        if have.get(kind, 0) < amount:
+            raise UserError(f"resources: a trial needs {amount:g} {kind} (driver + {cfg.resources.workers} "
+                            f"workers) but the Ray cluster has {have.get(kind, 0):g}; lower "
+                            "resources.workers / cpus_per_worker / gpus_per_worker (fractions work)")
+        fits.append(math.floor(have[kind] / amount + 1e-9))
+    return min([*fits, cfg.search.max_concurrent_trials or cfg.search.num_samples])
+
+
+def probe_write(storage: str) -> str | None:
+    """Write and delete a small file under `storage`; returns the error, or None when it worked."""
+    try:
+        fs, path = pafs.FileSystem.from_uri(storage if "://" in storage else f"file://{storage}")
+        fs.create_dir(path, recursive=True)
+        probe = f"{path}/.soupsweep-probe-{uuid.uuid4().hex[:8]}"
+        with fs.open_output_stream(probe) as stream:
+            stream.write(b"ok")
+        fs.delete_file(probe)
+    except Exception as err:  # permission, missing bucket, credentials: all mean "cannot write here"
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def check_storage_writable(storage: str) -> None:
+    """Before any trial: the driver and every node of the cluster can write to the storage."""
+    problems = {"driver": probe_write(storage)}
+    probe = ray.remote(num_cpus=0)(probe_write)
+    nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+    results = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote(storage)
+                       for n in nodes])
+    problems.update({f"node {n[:12]}": r for n, r in zip(nodes, results)})
+    failed = {where: error for where, error in problems.items() if error}
+    if failed:
+        where, error = next(iter(failed.items()))
+        raise UserError(f"storage_path {storage} is not writable from {', '.join(failed)} ({error}); "
+                        "give a path every node can write (shared storage: NFS, s3://, gs://)")

@@ -1,0 +1,49 @@
+"""The trial manifest of a sweep, built from what MLflow recorded and what Ray Train kept."""
+from __future__ import annotations
+
+import logging
+
+import ray.train
+from mlflow.tracking import MlflowClient
+
+from soup.ingredients import FAILED, USABLE, Ingredient
+from soup.records import KIND_TRIAL, TAG_KIND, TAG_PARENT, TAG_TRIAL_ID
+from sweep.trial import train_run_name
+from sweep.tracking import TAG_REASON, TAG_STATUS
+from trainers.checkpoint import read_meta
+from trainers.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def collect_ingredients(client: MlflowClient, experiment_id: str, sweep_run_id: str, storage: str,
+                        name: str) -> list[Ingredient]:
+    """One row per trial run of the sweep: status, final checkpoint, the checksum its meta.json states."""
+    query = f"tags.`{TAG_PARENT}` = '{sweep_run_id}' and tags.`{TAG_KIND}` = '{KIND_TRIAL}'"
+    rows = []
+    for run in client.search_runs([experiment_id], query, max_results=10_000):
+        tags = run.data.tags
+        row = Ingredient(tags[TAG_TRIAL_ID], tags.get(TAG_STATUS, FAILED), mlflow_run_id=run.info.run_id,
+                         reason=tags.get(TAG_REASON, "")[-500:],
+                         config=TrainConfig.from_params(run.data.params).model_dump(mode="json"),
+                         metrics=dict(run.data.metrics))
+        checkpoint = final_checkpoint(storage, train_run_name(name, row.trial_id))
+        if checkpoint:
+            row.checkpoint = checkpoint
+            row.base_checksum = read_meta(checkpoint)["base_checksum"]
+        elif row.status in USABLE:
+            row.status, row.reason = FAILED, "ended without a checkpoint"
+        rows.append(row)
+    return sorted(rows, key=lambda r: r.trial_id)
+
+
+def final_checkpoint(storage: str, run_name: str) -> str | None:
+    """URI of the checkpoint Ray Train kept for a run (the last epoch), or None."""
+    try:
+        result = ray.train.Result.from_path(f"{storage}/{run_name}")
+    except Exception:  # no run folder: the trial failed before Train started
+        return None
+    if result.checkpoint is None:
+        return None
+    scheme = storage.split("://")[0] + "://" if "://" in storage else ""
+    return scheme + result.checkpoint.path
