@@ -35,16 +35,24 @@ def connect_ray() -> Iterator[None]:
 
 def trial_concurrency(cfg: SweepConfig) -> int:
     """How many trials run at once: what the cluster fits, capped by search.max_concurrent_trials.
-    Fails early when one trial does not fit at all (Tune would otherwise wait forever)."""
+
+    When one trial does not fit the cluster as it is now, Tune would wait forever: fail at once,
+    unless search.max_concurrent_trials is set, which says the cluster will grow (an autoscaler)."""
     need, have = cfg.resources.per_trial(), ray.cluster_resources()
     fits = []
     for kind, amount in need.items():
         if amount <= 0:
             continue
         if have.get(kind, 0) < amount:
+            if cfg.search.max_concurrent_trials:
+                log.warning("a trial needs %g %s and the cluster has %g now: waiting for the autoscaler to "
+                            "add nodes for %d trials", amount, kind, have.get(kind, 0),
+                            cfg.search.max_concurrent_trials)
+                return cfg.search.max_concurrent_trials
             raise UserError(f"resources: a trial needs {amount:g} {kind} (driver + {cfg.resources.workers} "
                             f"workers) but the Ray cluster has {have.get(kind, 0):g}; lower "
-                            "resources.workers / cpus_per_worker / gpus_per_worker (fractions work)")
+                            "resources.workers / cpus_per_worker / gpus_per_worker (fractions work), or set "
+                            "search.max_concurrent_trials when an autoscaler will add the nodes")
         fits.append(math.floor(have[kind] / amount + 1e-9))
     return min([*fits, cfg.search.max_concurrent_trials or cfg.search.num_samples])
 

@@ -38,8 +38,10 @@ def free_ports(count: int) -> list[int]:
 def ray_head(tmp_path):
     """A Ray head on 127.0.0.1 in its own process group (so that stopping it leaves other clusters alone)."""
     ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
+    temp_dir = tempfile.mkdtemp(prefix="ray-head-")  # short: Ray's socket paths must stay under 107 bytes
     ray_bin = str(Path(sys.executable).parent / "ray")
     command = [ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=4",
+               f"--temp-dir={temp_dir}",  # its own session files: nothing else attaches to it
                "--dashboard-host=127.0.0.1", "--include-dashboard=true",
                *[f"{flag}={port}" for flag, port in ports.items()]]
     env = {**os.environ, "RAY_AUTH_MODE": "token"}

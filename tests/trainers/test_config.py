@@ -62,7 +62,7 @@ def test_round_trip_keeps_the_config_equal(demo_data, tmp_path):
     ({"search": {"space": {"optim.lr": {"uniform": [-1, 1]}}}}, "search.space.optim.lr: value -1.0 is invalid"),
     ({"search": {"space": {"optim.lr": {"loguniform": [0, 1]}}}}, "loguniform needs low > 0"),
     ({"search": {"space": {"seed": {"uniform": [0, 1], "choice": [1]}}}}, "give exactly one of"),
-    ({"search": {"algorithm": "grid-ish"}}, "search.algorithm: Input should be 'random' or 'optuna'"),
+    ({"search": {"algorithm": "grid-ish"}}, "search.algorithm: Input should be 'random', 'optuna' or 'grid'"),
     ({"soup": {"methods": ["greedy", "magic"]}}, "unknown soup methods ['magic']"),
 ])
 def test_invalid_configs_name_the_key_and_the_fix(tree, expected):
