@@ -1,45 +1,70 @@
-"""Evaluating weights on every evaluation set with one model skeleton, and caching the results."""
+"""Evaluating weights on every evaluation set with one resident model, and caching the results."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import torch
+from torch import nn
 
 from soup.ingredients import Ingredient
 from soup.splits import EvalSet, SplitKind, require_heldout
 from trainers.evaluate import predict
-from trainers.model import ImageClassifier
+from trainers.metrics import top1
 
 
 class Evaluator:
-    """Loads a state dict into one resident model and returns its logits on the evaluation sets."""
+    """Copies weights into one resident model and returns its logits on the evaluation sets.
 
-    def __init__(self, model: ImageClassifier, sets: list[EvalSet], device: torch.device, precision: str):
+    Weights are copied tensor by tensor, so a lazy state (an average, an interpolation) is computed
+    straight into the model. Soups made of models with BatchNorm get their statistics recomputed
+    (`recalibrate`) before they are evaluated; single ingredients keep their own."""
+
+    def __init__(self, model: nn.Module, sets: list[EvalSet], device: torch.device, precision: str,
+                 recalibrate: Callable[[nn.Module], None] | None = None, batch_size: int = 256):
         self.model = model.to(device).eval()
+        self.batch_size = batch_size  # images per forward pass: the activations' share of memory
+        self.targets = self.model.state_dict()  # shares storage with the model: copy_ loads in place
         self.sets = sets
         self.device = device
         self.precision = precision
+        self.recalibrate = recalibrate
         self.heldout = require_heldout(next(s for s in sets if s.kind is SplitKind.HELDOUT))
 
-    def _load(self, state: dict[str, torch.Tensor]) -> None:
-        self.model.load_state_dict(state)
+    def load(self, state: Mapping[str, torch.Tensor], soup: bool = False) -> None:
+        with torch.no_grad():
+            for key, target in self.targets.items():
+                target.copy_(state[key])
+        if soup and self.recalibrate is not None:
+            self.recalibrate(self.model)
 
-    def logits(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Logits on every set (the one forward pass per set that a model ever gets)."""
-        self._load(state)
-        return {s.name: predict(self.model, s.images, self.device, self.precision) for s in self.sets}
+    def predict_all(self) -> dict[str, torch.Tensor]:
+        """Logits of the loaded weights on every set (the one forward pass per set a model gets)."""
+        return {s.name: predict(self.model, s.images, self.device, self.precision, self.batch_size)
+                for s in self.sets}
 
-    def heldout_top1(self, state: dict[str, torch.Tensor]) -> float:
+    def logits(self, state: Mapping[str, torch.Tensor], soup: bool = False) -> dict[str, torch.Tensor]:
+        self.load(state, soup)
+        return self.predict_all()
+
+    def heldout_top1(self, state: Mapping[str, torch.Tensor], soup: bool = True) -> float:
         """Held-out accuracy only: what a greedy step costs."""
-        self._load(state)
-        return accuracy(predict(self.model, self.heldout.images, self.device, self.precision), self.heldout.labels)
+        self.load(state, soup)
+        logits = predict(self.model, self.heldout.images, self.device, self.precision, self.batch_size)
+        return top1(logits, self.heldout.labels)
 
     def labels(self, name: str) -> torch.Tensor:
         return next(s.labels for s in self.sets if s.name == name)
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The loaded weights on the CPU, for saving (no copy when evaluating on the CPU)."""
+        return {k: v.detach().to("cpu") for k, v in self.targets.items()}
+
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return (logits.argmax(-1) == labels.to(logits.device)).float().mean().item()
+    return top1(logits, labels.to(logits.device))
 
 
 @dataclass
@@ -49,6 +74,7 @@ class Scored:
     ingredient: Ingredient
     logits: dict[str, torch.Tensor]
     heldout_top1: float
+    weights: Path | None = None  # a local safetensors file of its weights, read again by the soups
 
     @property
     def trial_id(self) -> str:

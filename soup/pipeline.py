@@ -1,19 +1,29 @@
-"""The soup stage for a sweep recorded in MLflow: experiment -> sweep run -> manifest -> soups -> soup run."""
+"""The soup stage end to end, in its two forms:
+
+- for a sweep recorded in MLflow: experiment -> sweep run -> manifest and base -> soups -> soup run
+  (a child of the sweep run);
+- for explicit checkpoints, without any sweep: files -> soups -> a soup run in the experiment named.
+"""
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import torch
 from mlflow.tracking import MlflowClient
 
+from soup.explicit import ExplicitInputs, explicit_base, explicit_ingredients
 from soup.ingredients import read_manifest
-from soup.methods import TieRule
+from soup.options import SoupOptions
 from soup.records import TAG_BASE, TAG_MANIFEST, find_experiment, require_sweep_run
-from soup.report import log_soup_run
-from soup.stage import SoupOutcome, make_soups
+from soup.soup_run import log_soup_run
+from soup.stage import SoupOutcome, base_from_checkpoint, make_soups, require_usable
+from trainers.config import validate
 
 log = logging.getLogger(__name__)
+DEFAULT_EXPERIMENT = "soupsweep-soups"
 
 
 @dataclass
@@ -23,21 +33,59 @@ class SoupRun:
     run_id: str
 
 
-def soup_experiment(tracking_uri: str, experiment: str, methods: list[str], tie_rule: TieRule = ">=",
-                    device: str = "auto") -> SoupRun:
-    """Run the soup stage on the sweep recorded in `experiment` (id or name); log a new soup run."""
+def soup_experiment(tracking_uri: str, experiment: str, methods: list[str] | None = None, tie_rule: str = ">=",
+                    device: str = "auto", **options: Any) -> SoupRun:
+    """Run the soup stage on the sweep recorded in `experiment` (id or name); log a new soup run.
+    `options` are any other SoupOptions fields (a sweep passes its whole `soup` section)."""
+    chosen = _options({**options, "tie_rule": tie_rule, "device": device,
+                       **({"methods": methods} if methods is not None else {})})
     client = MlflowClient(tracking_uri)
     found = find_experiment(client, experiment)
     sweep_run = require_sweep_run(client, found)
     tags = sweep_run.data.tags
     ingredients = read_manifest(tags[TAG_MANIFEST])
-    outcome = make_soups(ingredients, tags[TAG_BASE], methods, _device(device), tie_rule)
-    params = {"methods": ",".join(methods), "tie_rule": tie_rule, "manifest": tags[TAG_MANIFEST]}
-    run_id = log_soup_run(client, found.experiment_id, sweep_run.info.run_id, outcome, params)
+    require_usable(ingredients)  # before reading the base: a sweep that failed early may have none
+    with tempfile.TemporaryDirectory(prefix="soupsweep-soup-") as tmp:
+        workdir = Path(tmp)
+        base = base_from_checkpoint(tags[TAG_BASE], workdir)
+        outcome = make_soups(ingredients, base, chosen, workdir)
+        run_id = log_soup_run(client, found.experiment_id, sweep_run.info.run_id, outcome, chosen,
+                              {"manifest": tags[TAG_MANIFEST]})
     return SoupRun(outcome, found.experiment_id, run_id)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def soup_files(tracking_uri: str, inputs: ExplicitInputs, options: SoupOptions,
+               experiment: str = DEFAULT_EXPERIMENT) -> SoupRun:
+    """The soup stage on explicit checkpoints (globs of directories or weight files), no sweep needed;
+    the soup run is logged in `experiment` (created if missing)."""
+    ingredients = explicit_ingredients(inputs.patterns)
+    with tempfile.TemporaryDirectory(prefix="soupsweep-soup-") as tmp:
+        workdir = Path(tmp)
+        base = explicit_base(inputs, ingredients, workdir)
+        options = _without_base_methods(options) if base.file is None else options
+        outcome = make_soups(ingredients, base, options, workdir)
+        client = MlflowClient(tracking_uri)
+        experiment_id = _experiment_id(client, experiment)
+        run_id = log_soup_run(client, experiment_id, None, outcome, options,
+                              {"ingredient_patterns": ",".join(inputs.patterns), "base": inputs.base or ""})
+    return SoupRun(outcome, experiment_id, run_id)
+
+
+def _options(values: dict[str, Any]) -> SoupOptions:
+    return validate(SoupOptions, values, "soup")
+
+
+def _without_base_methods(options: SoupOptions) -> SoupOptions:
+    """Without --base, drop the methods that need the zero-shot model if they were not asked for by name."""
+    needs_base = {"zeroshot", "model_stock", "wiseft"}
+    if options.model_fields_set & {"methods"}:
+        return options  # asked for explicitly: let the method say what it needs
+    kept = [m for m in options.methods if m not in needs_base]
+    log.warning("no --base given: skipping %s, which need the shared initialisation",
+                ", ".join(sorted(needs_base & set(options.methods))))
+    return options.model_copy(update={"methods": kept})
+
+
+def _experiment_id(client: MlflowClient, name: str) -> str:
+    found = client.get_experiment_by_name(name)
+    return found.experiment_id if found else client.create_experiment(name)

@@ -2,17 +2,24 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from soup.evaluation import Evaluator, Scored, accuracy
-from soup.ingredients import USABLE, Ingredient, load_ingredient
-from soup.methods import METHODS, MethodResult, SoupContext, TieRule
+from soup.batchnorm import Recalibrator
+from soup.comparison import comparison_table, per_class_table
+from soup.context import MethodResult, SoupContext
+from soup.evaluation import Evaluator, Scored
+from soup.ingredients import USABLE, Ingredient
+from soup.methods import METHODS
+from soup.options import SoupOptions
+from soup.scoring import Base, score_ingredients, training_images
+from soup.screening import manifest_problem
 from soup.splits import load_eval_sets
-from soup.statedict import IncompatibleIngredient, check_compatible, normalise_keys
-from trainers.checkpoint import load_checkpoint, local_checkpoint
+from trainers.checkpoint import WEIGHTS, local_checkpoint, read_meta
 from trainers.config import TrainConfig
 from trainers.errors import UserError
 from trainers.model import build_classifier
@@ -26,64 +33,102 @@ class SoupOutcome:
     scored: list[Scored]
     skipped: dict[str, str]  # trial id -> why it is not an ingredient
     table: list[dict] = field(default_factory=list)  # one row per method (or trial) and set
+    per_class: list[dict] = field(default_factory=list)  # precision and recall per method, set and class
+    classes: list[str] = field(default_factory=list)
 
 
-def make_soups(ingredients: list[Ingredient], base_dir: str, methods: list[str], device: torch.device,
-               tie_rule: TieRule = ">=") -> SoupOutcome:
-    """Evaluate the finished ingredients once, then run `methods` on the cached evaluations."""
-    skipped = {i.trial_id: f"status {i.status}" + (f": {i.reason}" if i.reason else "")
-               for i in ingredients if i.status not in USABLE}
-    if len(skipped) == len(ingredients):
-        raise UserError(f"the sweep has no finished trials ({len(ingredients)} trials: "
-                        + "; ".join(f"{k}: {v}" for k, v in skipped.items())
-                        + "); let it finish or run a new sweep before making soups")
-    with local_checkpoint(base_dir) as local_base:
-        base = load_checkpoint(local_base)
-    cfg = TrainConfig.model_validate(base.meta["config"])
-    model = build_classifier(cfg.model, len(base.meta["classes"]))
-    evaluator = Evaluator(model, load_eval_sets(cfg.data, model.image_size, device), device, cfg.precision)
-    scored = []
-    for ingredient in tqdm([i for i in ingredients if i.status in USABLE], desc="evaluating ingredients"):
-        problem = _score(ingredient, base.state_dict, base.meta["base_checksum"], evaluator, scored)
+def make_soups(ingredients: list[Ingredient], base: Base, options: SoupOptions, workdir: Path,
+               evaluator: Evaluator | None = None) -> SoupOutcome:
+    """Evaluate the usable ingredients once, then run the planned methods on the cached evaluations.
+    Soups are written to `workdir`/soups as they are made (the caller owns `workdir`). `evaluator`:
+    one already holding the model and the evaluation sets (benchmarks), else built from `base`."""
+    skipped: dict[str, str] = {}
+    candidates = []
+    for ingredient in ingredients:
+        problem = manifest_problem(ingredient, base.checksum)
         if problem:
             skipped[ingredient.trial_id] = problem
             log.warning("leaving out trial %s: %s", ingredient.trial_id, problem)
-    if not scored:
-        raise UserError(f"no usable ingredients among {len(ingredients)} trials: "
-                        + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
-    ctx = SoupContext(evaluator, base.state_dict, tie_rule)
-    results = [METHODS[name](scored, ctx) for name in tqdm(methods, desc="soup methods")]
-    outcome = SoupOutcome(results, scored, skipped)
-    outcome.table = comparison_table(outcome, evaluator)
+        else:
+            candidates.append(ingredient)
+    require_usable(ingredients)
+    evaluator = evaluator or build_evaluator(base, resolve_device(options.device))
+    scoring = score_ingredients(candidates, base, evaluator, options.init_tolerance, workdir, skipped)
+    if not scoring.scored:
+        raise UserError(f"no usable ingredients among {len(ingredients)} trials: {_listed(skipped)}")
+    if scoring.moved_batchnorm:
+        evaluator.recalibrate = recalibrator(base, evaluator, scoring.moved_batchnorm, options.bn_images)
+    ctx = SoupContext(evaluator, options, base.file, spool_dir=workdir / "soups", soup_meta=soup_meta(base))
+    for name in tqdm(options.planned_methods(), desc="soup methods"):
+        made = METHODS[name](scoring.scored, ctx)
+        for result in made if isinstance(made, list) else [made]:
+            ctx.done[result.name] = result
+    outcome = SoupOutcome(list(ctx.done.values()), scoring.scored, skipped, classes=base.classes)
+    outcome.table = comparison_table(outcome.results, outcome.scored, evaluator)
+    outcome.per_class = per_class_table(outcome.results, evaluator, base.classes)
     return outcome
 
 
-def _score(ingredient: Ingredient, base_state, base_checksum: str, evaluator: Evaluator,
-           scored: list[Scored]) -> str | None:
-    """Evaluate one ingredient and append it to `scored`; returns why it was left out, if it was."""
-    if ingredient.base_checksum != base_checksum:
-        return (f"different initialisation (base checksum {ingredient.base_checksum[:12]} != "
-                f"{base_checksum[:12]}): soups need one shared initialisation")
+def require_usable(ingredients: list[Ingredient]) -> None:
+    """Refuse at once (before any model is built) a sweep none of whose trials can be an ingredient."""
+    if not any(i.status in USABLE for i in ingredients):
+        reasons = {i.trial_id: manifest_problem(i, "") for i in ingredients}
+        raise UserError(f"the sweep has no finished trials ({len(ingredients)} trials: " + _listed(reasons)
+                        + "); let it finish or run a new sweep before making soups")
+
+
+def build_evaluator(base: Base, device: torch.device) -> Evaluator:
+    model = build_classifier(base.config.model, len(base.classes))
+    sets = load_eval_sets(base.config.data, model.image_size, device)
+    return Evaluator(model, sets, device, base.config.precision)
+
+
+def recalibrator(base: Base, evaluator: Evaluator, layers: set[str], count: int) -> Recalibrator:
+    """BatchNorm statistics of soups are recomputed on training images; without any, refuse."""
+    if not base.config.data.train:
+        raise UserError(f"the ingredients trained {len(layers)} BatchNorm layers (e.g. {sorted(layers)[0]}): "
+                        "soups need their statistics recomputed on training images; pass --train <split.parquet>")
+    log.info("recomputing the statistics of %d BatchNorm layers for every soup on %d training images",
+             len(layers), count)
+    images = training_images(base.config.data.train, evaluator.model.image_size, count)
+    return Recalibrator(layers, images.to(evaluator.device), evaluator.device, evaluator.precision)
+
+
+def base_from_checkpoint(uri: str, workdir: Path) -> Base:
+    """The base a sweep wrote (local path or any pyarrow.fs URI), its weights kept local for the stage."""
     try:
-        state = normalise_keys(load_ingredient(ingredient.checkpoint).state_dict)
-        check_compatible(base_state, state)
-    except IncompatibleIngredient as err:
-        return f"incompatible weights: {err}"
-    except Exception as err:  # a corrupt or missing file: leave it out, keep souping the rest
-        return f"unreadable checkpoint {ingredient.checkpoint}: {type(err).__name__}: {err}"
-    logits = evaluator.logits(state)
-    heldout = accuracy(logits["heldout"], evaluator.labels("heldout"))
-    scored.append(Scored(ingredient, logits, heldout))
-    return None
+        with local_checkpoint(uri) as path:
+            meta = read_meta(path)
+            file = _local_weights(uri, path, workdir)
+    except (OSError, ValueError) as err:
+        raise UserError(f"the sweep's base checkpoint {uri} cannot be read ({type(err).__name__}: {err}); "
+                        "it is written when the sweep starts: check the storage the sweep used") from None
+    return Base(TrainConfig.model_validate(meta["config"]), meta["classes"], file, meta.get("base_checksum", ""),
+                meta.get("head_init", ""), meta)
 
 
-def comparison_table(outcome: SoupOutcome, evaluator: Evaluator) -> list[dict]:
-    """Rows of (method, set, top1, cost, size): every method, then every trial, on every set."""
-    rows = []
-    entries = [(r.name, r.logits, r.cost, len(r.members)) for r in outcome.results]
-    entries += [(f"trial:{s.trial_id}", s.logits, 1, 1) for s in outcome.scored]
-    for name, logits, cost, size in entries:
-        for set_name, set_logits in logits.items():
-            rows.append({"method": name, "set": set_name, "top1": accuracy(set_logits, evaluator.labels(set_name)),
-                         "cost": cost, "ingredients": size})
-    return rows
+def _local_weights(uri: str, path: Path, workdir: Path) -> Path:
+    """The base's weights file, copied into the work directory when `uri` is remote."""
+    if "://" in uri and not uri.startswith("file://"):
+        shutil.copyfile(path / WEIGHTS, workdir / "base.safetensors")
+        return workdir / "base.safetensors"
+    return path / WEIGHTS
+
+
+def soup_meta(base: Base) -> dict:
+    """What every soup checkpoint's meta.json says besides its method: enough to rebuild the model."""
+    return {"config": base.config.model_dump(mode="json"), "classes": base.classes,
+            "base_checksum": base.checksum, "metrics": {}}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"soup device {name!r}: use auto, cpu, cuda or cuda:N") from None
+
+
+def _listed(skipped: dict[str, str]) -> str:
+    return "; ".join(f"{k}: {v}" for k, v in skipped.items())

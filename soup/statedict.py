@@ -1,9 +1,17 @@
-"""State-dict math for soups: key normalisation, compatibility checks and a streaming running sum."""
+"""State-dict math for soups: key normalisation, compatibility checks, a streaming running sum,
+and lazy state dicts whose tensors are computed one at a time when they are copied into a model."""
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Callable, Iterator
 
 import torch
 
 PREFIXES = ("module.", "_orig_mod.")
+# BatchNorm's step counter: it differs between ingredients trained for different numbers of steps
+# without making them incompatible (it is no weight), so it is copied from the first ingredient
+# instead of being required equal like every other integer buffer.
+COUNTERS = ("num_batches_tracked",)
 
 
 class IncompatibleIngredient(ValueError):
@@ -20,7 +28,7 @@ def normalise_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {clean(key): value for key, value in state.items()}
 
 
-def check_compatible(reference: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> None:
+def check_compatible(reference: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> None:
     """Raise IncompatibleIngredient naming every missing/extra key and shape/dtype mismatch."""
     problems = [f"missing {k}" for k in sorted(reference.keys() - state.keys())]
     problems += [f"unexpected {k}" for k in sorted(state.keys() - reference.keys())]
@@ -42,16 +50,17 @@ class RunningSum:
     and `mean_with(candidate)` the average a greedy step would test, without changing the sum.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)  # the evaluation device: on a GPU the sum costs no host memory
         self.total: dict[str, torch.Tensor] = {}
         self.reference: dict[str, torch.Tensor] = {}  # shapes and dtypes only (meta tensors)
         self.count = 0
 
-    def add(self, state: dict[str, torch.Tensor]) -> None:
+    def add(self, state: Mapping[str, torch.Tensor]) -> None:
         if not self.count:
             self.reference = {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in state.items()}
-            self.total = {k: v.to(torch.float32, copy=True) if v.is_floating_point() else v.clone()
-                          for k, v in state.items()}  # copy: the sum is updated in place
+            self.total = {k: v.to(self.device, torch.float32, copy=True) if v.is_floating_point()
+                          else v.to(self.device, copy=True) for k, v in state.items()}  # updated in place
         else:
             check_compatible(self.reference, state)
             for key, value in state.items():
@@ -60,19 +69,59 @@ class RunningSum:
 
     def _accumulate(self, key: str, value: torch.Tensor) -> None:
         if value.is_floating_point():
-            self.total[key] += value.to(torch.float32)
-        elif not torch.equal(self.total[key], value):
+            self.total[key] += value.to(self.total[key].device, torch.float32)
+        elif not key.endswith(COUNTERS) and not torch.equal(self.total[key], value.to(self.total[key].device)):
             raise IncompatibleIngredient(f"non-float tensor {key} differs between ingredients")
 
     def mean(self) -> dict[str, torch.Tensor]:
-        return self._divided(self.total, self.count)
+        """The average, materialised (one more state dict in memory)."""
+        return dict(self.mean_view())
 
-    def mean_with(self, candidate: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def mean_view(self) -> "LazyState":
+        """The average, computed tensor by tensor as it is read: loading it into a model costs no copy."""
+        return LazyState(self.total.keys(), lambda key: self._divided(key, self.total[key], self.count))
+
+    def mean_with(self, candidate: Mapping[str, torch.Tensor]) -> "LazyState":
+        """The average a greedy step tests, lazily, without changing the sum."""
         check_compatible(self.reference, candidate)
-        summed = {k: (v + candidate[k].to(torch.float32)) if v.is_floating_point() else v
-                  for k, v in self.total.items()}
-        return self._divided(summed, self.count + 1)
 
-    def _divided(self, summed: dict[str, torch.Tensor], count: int) -> dict[str, torch.Tensor]:
-        return {k: (v / count).to(self.reference[k].dtype) if v.is_floating_point() else v.clone()
-                for k, v in summed.items()}
+        def value(key: str) -> torch.Tensor:
+            total = self.total[key]
+            if total.is_floating_point():
+                total = total + candidate[key].to(total.device, torch.float32)
+            return self._divided(key, total, self.count + 1)
+
+        return LazyState(self.total.keys(), value)
+
+    def _divided(self, key: str, summed: torch.Tensor, count: int) -> torch.Tensor:
+        return (summed / count).to(self.reference[key].dtype) if summed.is_floating_point() else summed.clone()
+
+
+class LazyState(Mapping):
+    """A read-only state dict whose values are computed on access: `Evaluator.load` copies them into
+    the model one at a time, so an average or an interpolation never exists whole beside the model."""
+
+    def __init__(self, keys, value: Callable[[str], torch.Tensor]):
+        self._keys = list(keys)
+        self._known = set(self._keys)
+        self._value = value
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._known:
+            raise KeyError(key)
+        return self._value(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def first_non_finite(state: Mapping[str, torch.Tensor]) -> str | None:
+    """Name of the first floating tensor holding nan or inf (a diverged run), else None."""
+    for key in state:
+        value = state[key]
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            return key
+    return None

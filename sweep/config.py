@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from soup.methods import METHODS
+from soup.options import SoupOptions
 from soup.records import absolute_sqlite
 from sweep.presets import PRESETS, merge
 from trainers.config import Section, TrainConfig, allowed_keys, flatten
@@ -111,18 +111,9 @@ class MlflowConfig(Section):
         return absolute_sqlite(uri)
 
 
-class SoupSection(Section):
-    methods: list[str] = Field(default_factory=lambda: list(METHODS), description=f"any of {list(METHODS)}")
-    tie_rule: Literal[">=", ">"] = Field(">=", description="greedy soup: keep ties (>=) or not (>)")
-    device: str = Field("auto", description="where the soup stage evaluates: auto, cpu, cuda")
-
-    @field_validator("methods")
-    @classmethod
-    def _known(cls, methods: list[str]) -> list[str]:
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown or not methods:
-            raise ValueError(f"unknown soup methods {unknown or 'empty list'}; choose from {list(METHODS)}")
-        return methods
+class SoupSection(SoupOptions):
+    """The soup stage's options (soup.options.SoupOptions): `python -m soup.greedy` validates its flags
+    with the same model, so the section and the flags cannot drift apart."""
 
 
 class SweepConfig(TrainConfig):

@@ -1,9 +1,11 @@
-"""python -m sweep.run [--config sweep.yaml] [--set KEY=VALUE ...]
+"""python -m sweep.run [--config sweep.yaml] [--cluster NAME] [--set KEY=VALUE ...]
 
 Runs a hyper-parameter sweep of CLIP fine-tuning with Ray Tune (each trial trained with DDP by Ray
 Train), then the soup stage, and records everything in MLflow. Without --config it runs the
 embedded demo: a tiny model on generated data, on a local Ray cluster, in a few minutes on CPU.
 Under `ray job submit` (RAY_ADDRESS set) or after `ray start`, it attaches to that cluster.
+--cluster applies a cluster profile (clusters/profiles/NAME.yaml: resources, concurrency, storage,
+MLflow) between the config file and the --set overrides.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from soup.report import format_table
 from sweep.config import SweepConfig
 from sweep.demo import demo_config
 from sweep.driver import SweepOutcome, resume_sweep, run_sweep
+from sweep.profiles import PROFILES_DIR, load_profile
 from trainers.config import apply_overrides, validate
 from trainers.errors import UserError
 
@@ -29,6 +32,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m sweep.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="sweep YAML (keys: docs/config.md); default: the embedded demo")
+    parser.add_argument("--cluster", metavar="NAME",
+                        help=f"cluster profile applied after the config file, before --set: one of {PROFILES_DIR}/*.yaml "
+                             "(e.g. local, aws-1gpu, aws-8gpu, k8s)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key, e.g. --set optim.lr=1e-5 --set search.num_samples=8 "
                              "(VALUE is parsed as YAML); repeatable")
@@ -42,8 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_config(path: str | None, sets: list[str]) -> SweepConfig:
-    """YAML file (or the demo) + --set overrides, validated into a SweepConfig."""
+def load_config(path: str | None, sets: list[str], cluster: str | None = None) -> SweepConfig:
+    """YAML file (or the demo) + cluster profile + --set overrides, validated into a SweepConfig."""
     if path is None:
         tree = demo_config()
     else:
@@ -52,7 +58,10 @@ def load_config(path: str | None, sets: list[str]) -> SweepConfig:
         tree = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(tree, dict):
             raise UserError(f"--config: {path} must hold a YAML mapping of config sections")
-    return validate(SweepConfig, apply_overrides(tree, parse_sets(sets)), source=path or "demo config")
+    overrides = parse_sets(sets)
+    if cluster is not None:
+        overrides = {**load_profile(cluster, skip=overrides), **overrides}
+    return validate(SweepConfig, apply_overrides(tree, overrides), source=path or "demo config")
 
 
 def parse_sets(sets: list[str]) -> dict[str, Any]:
@@ -72,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             outcome = resume_sweep(absolute_sqlite(args.tracking_uri), args.resume)
         else:
-            cfg = load_config(args.config, args.set)
+            cfg = load_config(args.config, args.set, args.cluster)
             if args.print_config:
                 print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
                 return 0

@@ -14,7 +14,8 @@ def dyadic(seed: int, shape=(4, 3)) -> torch.Tensor:
 
 def states(n: int) -> list[dict[str, torch.Tensor]]:
     return [{"w": dyadic(i), "b": dyadic(100 + i, (3,)), "half": dyadic(200 + i, (2,)).half(),
-             "num_batches_tracked": torch.tensor(5), "mask": torch.tensor([True, False])} for i in range(n)]
+             "num_batches_tracked": torch.tensor(5), "mask": torch.tensor([True, False]),
+             "index": torch.tensor([0, 2, 1], dtype=torch.int32)} for i in range(n)]
 
 
 def test_uniform_soup_is_exactly_the_elementwise_mean():
@@ -40,11 +41,34 @@ def test_integer_and_bool_buffers_are_copied_not_averaged():
 
 def test_integer_buffers_must_match():
     a, b = states(2)
-    b["num_batches_tracked"] = torch.tensor(6)
+    b["index"] = torch.tensor([0, 1, 2], dtype=torch.int32)
     running = RunningSum()
     running.add(a)
-    with pytest.raises(IncompatibleIngredient, match="num_batches_tracked differs"):
+    with pytest.raises(IncompatibleIngredient, match="index differs"):
         running.add(b)
+
+
+def test_batchnorm_step_counters_may_differ_and_come_from_the_first():
+    a, b = states(2)
+    b["num_batches_tracked"] = torch.tensor(9)  # trained for more steps: no reason to refuse it
+    running = RunningSum()
+    running.add(a)
+    running.add(b)
+    assert running.mean()["num_batches_tracked"].item() == 5
+    assert running.mean()["index"].dtype == torch.int32 and running.mean()["index"].tolist() == [0, 2, 1]
+
+
+def test_lazy_views_compute_the_same_average_tensor_by_tensor():
+    a, b, c = states(3)
+    running = RunningSum()
+    running.add(a)
+    running.add(b)
+    view, preview = running.mean_view(), running.mean_with(c)
+    assert set(view) == set(a) and len(view) == len(a)
+    assert all(torch.equal(view[k], running.mean()[k]) for k in a)
+    assert torch.equal(preview["half"], ((a["half"].float() + b["half"].float() + c["half"].float()) / 3).half())
+    with pytest.raises(KeyError):
+        view["nope"]
 
 
 def test_mean_with_previews_without_changing_the_sum():

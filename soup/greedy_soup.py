@@ -1,0 +1,84 @@
+"""The greedy soup (Wortsman et al. 2022, recipe 1) and its spread over random ingredient orders.
+
+Sort by held-out accuracy; add each ingredient if the held-out accuracy of the average does not
+drop. A running sum keeps the cost of a candidate at one checkpoint load and one held-out pass.
+"""
+from __future__ import annotations
+
+import statistics
+
+import torch
+
+from soup.context import MethodResult, SoupContext, lineage
+from soup.evaluation import Scored, accuracy
+from soup.statedict import RunningSum
+
+
+def keeps(score: float, best: float, tie_rule: str) -> bool:
+    """The tie rule: `>=` keeps a candidate that ties (the paper's recipe), `>` needs a gain."""
+    return score >= best if tie_rule == ">=" else score > best
+
+
+def trace_row(step: int, scored: Scored, candidate: float, best: float, accepted: bool) -> dict:
+    return {"step": step, "trial_id": scored.trial_id, "ingredient_heldout": scored.heldout_top1,
+            "candidate_heldout": candidate, "soup_heldout": best, "accepted": accepted}
+
+
+def greedy_select(order: list[Scored], ctx: SoupContext) -> tuple[RunningSum, list[str], list[dict]]:
+    """Walk `order`, keeping each candidate whose addition does not lower held-out accuracy."""
+    running = RunningSum(getattr(ctx.evaluator, "device", "cpu"))
+    running.add(ctx.load(order[0]))
+    best, members = order[0].heldout_top1, [order[0].trial_id]
+    trace = [trace_row(0, order[0], best, best, True)]
+    for step, scored in enumerate(order[1:], start=1):
+        candidate = ctx.load(scored)
+        score = ctx.evaluator.heldout_top1(running.mean_with(candidate), soup=True)
+        accepted = keeps(score, best, ctx.tie_rule)
+        if accepted:
+            running.add(candidate)
+            members.append(scored.trial_id)
+            best = score
+        trace.append(trace_row(step, scored, score, best, accepted))
+        del candidate  # one candidate in memory at a time
+    return running, members, trace
+
+
+def greedy_soup(pool: list[Scored], ctx: SoupContext) -> MethodResult:
+    ranked = sorted(pool, key=lambda s: s.heldout_top1, reverse=True)  # stable: ties keep pool order
+    running, members, trace = greedy_select(ranked, ctx)
+    logits = ctx.evaluator.logits(running.mean_view(), soup=True)
+    del running
+    result = MethodResult("greedy", logits, 1, members, ctx.save("greedy", members, lineage(pool, members)), trace)
+    if ctx.options.greedy_repeats:
+        rows = random_orders(pool, ctx)
+        result.tables["repeats"] = rows
+        result.metrics.update(spread(rows, list(logits)))
+    return result
+
+
+def random_orders(pool: list[Scored], ctx: SoupContext) -> list[dict]:
+    """Greedy soups over `greedy_repeats` random orders: how much the recipe owes to the sort."""
+    rows = []
+    for repeat in range(ctx.options.greedy_repeats):
+        gen = torch.Generator().manual_seed(ctx.options.greedy_seed + repeat)
+        order = [pool[i] for i in torch.randperm(len(pool), generator=gen).tolist()]
+        running, members, _ = greedy_select(order, ctx)
+        logits = ctx.evaluator.logits(running.mean_view(), soup=True)
+        del running
+        row = {"repeat": repeat, "order": ",".join(s.trial_id for s in order), "members": ",".join(members),
+               "size": len(members)}
+        row.update({f"{name}/top1": accuracy(values, ctx.evaluator.labels(name)) for name, values in logits.items()})
+        rows.append(row)
+    return rows
+
+
+def spread(rows: list[dict], sets: list[str]) -> dict[str, float]:
+    """Mean, standard deviation, min and max over the repeats, per evaluation set."""
+    out = {}
+    for name in sets:
+        values = [row[f"{name}/top1"] for row in rows]
+        out.update({f"repeats/{name}/top1_mean": statistics.fmean(values),
+                    f"repeats/{name}/top1_std": statistics.pstdev(values),
+                    f"repeats/{name}/top1_min": min(values), f"repeats/{name}/top1_max": max(values)})
+    return out
+

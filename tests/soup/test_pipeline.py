@@ -1,0 +1,77 @@
+"""The soup stage of a sweep recorded in MLflow (no Ray needed): options from the sweep config's `soup`
+section reach it, and the soup run holds lineage back to the trial runs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from soup.ingredients import write_manifest
+from soup.mlflow_model import TAG_INGREDIENT_RUNS, TAG_REGISTERED
+from soup.pipeline import soup_experiment
+from soup.records import KIND_SOUP, KIND_SWEEP, TAG_BASE, TAG_KIND, TAG_MANIFEST, TAG_PARENT
+from sweep.config import SoupSection
+from trainers.errors import UserError
+
+
+@pytest.fixture()
+def recorded_sweep(soup_inputs, tmp_path):
+    """An MLflow experiment holding a sweep run that points at a manifest and a base, as sweep.run leaves it."""
+    _, base_dir, ingredients = soup_inputs
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("recorded")
+    write_manifest(str(tmp_path / "ingredients.parquet"), ingredients)
+    run = client.create_run(experiment_id, tags={TAG_KIND: KIND_SWEEP, TAG_BASE: base_dir,
+                                                 TAG_MANIFEST: str(tmp_path / "ingredients.parquet")})
+    return uri, client, run.info.run_id
+
+
+def test_the_sweep_config_soup_section_reaches_the_stage(recorded_sweep):
+    uri, client, sweep_run_id = recorded_sweep
+    section = SoupSection(methods=["best", "uniform", "greedy"], device="cpu", greedy_repeats=2,
+                          register_as="sweep-soup", register_method="uniform")
+    result = soup_experiment(uri, "recorded", **section.model_dump())
+    run = client.get_run(result.run_id)
+    assert run.data.tags[TAG_KIND] == KIND_SOUP and run.data.tags[TAG_PARENT] == sweep_run_id
+    assert run.data.params["methods"] == "best,uniform,greedy" and run.data.params["greedy_repeats"] == "2"
+    spread = {k for k in run.data.metrics if k.startswith("greedy/repeats/")}
+    assert {"greedy/repeats/test/top1_mean", "greedy/repeats/heldout/top1_std"} <= spread
+    repeats = json.loads(Path(client.download_artifacts(result.run_id, "greedy_repeats.json")).read_text())
+    assert len(repeats["data"]) == 2
+    assert run.data.tags[TAG_REGISTERED] == "sweep-soup/1"
+    version = client.get_model_version("sweep-soup", "1")
+    assert version.tags[TAG_INGREDIENT_RUNS] == "run-of-trial1,run-of-trial2,run-of-trial3"
+    meta = json.loads(Path(client.download_artifacts(result.run_id, "soups/uniform/meta.json")).read_text())
+    assert meta["soup_run_id"] == result.run_id and meta["method"] == "uniform"
+    assert meta["lineage"] == {f"trial{i}": f"run-of-trial{i}" for i in (1, 2, 3)}
+    assert "zeroshot/test/top1" not in run.data.metrics and "uniform/test/mcnemar_p" in run.data.metrics
+
+
+def test_the_drivers_positional_call_still_works(recorded_sweep):
+    uri, client, _ = recorded_sweep
+    result = soup_experiment(uri, "recorded", ["greedy"], ">", "cpu")
+    run = client.get_run(result.run_id)
+    assert run.data.params["tie_rule"] == ">" and run.data.params["methods"] == "greedy"
+    assert [r.name for r in result.outcome.results] == ["greedy"]
+    with pytest.raises(UserError, match="soup: wiseft_alphas: .*each in \\[0, 1\\]"):
+        soup_experiment(uri, "recorded", ["wiseft"], wiseft_alphas=[0.5, 2])
+
+
+def test_a_sweep_without_usable_trials_or_base_is_a_one_line_error(soup_inputs, tmp_path):
+    from soup.ingredients import FAILED, Ingredient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("broken")
+    manifest = str(tmp_path / "ingredients.parquet")
+    write_manifest(manifest, [Ingredient("t0", FAILED, reason="CUDA out of memory")])
+    client.create_run(experiment_id, tags={TAG_KIND: KIND_SWEEP, TAG_MANIFEST: manifest,
+                                           TAG_BASE: str(tmp_path / "never-written")})
+    with pytest.raises(UserError, match="no finished trials \\(1 trials: t0: status failed: CUDA out of memory"):
+        soup_experiment(uri, "broken")
+    write_manifest(manifest, soup_inputs[2])
+    with pytest.raises(UserError, match="base checkpoint .*never-written cannot be read"):
+        soup_experiment(uri, "broken")
