@@ -1,4 +1,4 @@
-"""Memory and time of the soup stage, measured side by side in one run.
+"""Memory and time of the soup stage, measured side by side in one run (results: docs/benchmarks.md).
 
     python bench/soup_memory.py                  # CPU: 2, 8 and 32 tiny ingredients
     python bench/soup_memory.py --preset h100    # GPU: 16 ViT-B/32-size ingredients, 10,000 held-out images
@@ -7,13 +7,16 @@ Each ingredient count runs in a fresh child process. The child writes a base che
 ingredients (the base plus small random deltas: memory and time do not depend on how the weights
 were trained), puts random evaluation sets on the device, builds the evaluator, and only then starts
 measuring: the peak of its resident memory (VmHWM, reset through /proc/self/clear_refs) during the
-whole soup stage (every default method plus both learned soups, and the MLflow-free parts of the
-report), over the resident memory just before it. Printed as a multiple of one checkpoint's size.
+whole soup stage (every method, both learned soups included, and the comparison tables), over the
+resident memory just before it, printed as a multiple of one checkpoint's size; beside it, what one
+held-out forward/backward pass needs over the same baseline (activations and a gradient, which do
+not depend on the number of ingredients).
 
 It also times, in the same process, one checkpoint load, one held-out pass, and the greedy soup's
-steps, and prints their ratio: a greedy step should cost one load plus one held-out pass.
+steps, and prints their ratio: a greedy step should cost one load plus one held-out pass. On a GPU
+the `greedy soup` column is the GPU time of the whole greedy walk.
 
-"tiny" is the shipped tiny model (32 px, 2 layers) widened to 512 so that one checkpoint (~26 MB)
+"tiny" is the shipped tiny model (32 px, 2 layers) widened to 512 so that one checkpoint (~25 MB)
 stands out of the interpreter's own noise; the shipped width-64 model's 0.5 MB would not.
 """
 from __future__ import annotations

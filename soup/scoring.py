@@ -13,7 +13,7 @@ from soup.batchnorm import STATS, batchnorm_layers, moved_layers
 from soup.evaluation import Evaluator, Scored, accuracy
 from soup.ingredients import FINISHED, Ingredient
 from soup.screening import Reference, distance_problem, meta_problem, weights_problem
-from soup.sources import Converter, Weights, read_weights
+from soup.sources import Converter, UnreadableWeights, Weights, read_weights
 from soup.statedict import normalise_keys
 from soup.tensorfile import TensorFile
 from trainers.config import TrainConfig
@@ -50,7 +50,10 @@ def score_ingredients(candidates: list[Ingredient], base: Base, evaluator: Evalu
     for ingredient in tqdm(candidates, desc="evaluating ingredients"):
         try:
             weights = read_weights(ingredient.checkpoint, workdir, converter)
-        except Exception as err:  # a corrupt or missing file: leave it out, keep souping the rest
+        except UnreadableWeights as err:  # the message names the file and what is wrong with it
+            _skip(skipped, ingredient, f"unreadable checkpoint: {err}")
+            continue
+        except Exception as err:  # a missing file, a storage error: leave it out, keep souping the rest
             _skip(skipped, ingredient, f"unreadable checkpoint {ingredient.checkpoint}: {type(err).__name__}: {err}")
             continue
         ref = reference or first_reference(ingredient, weights)
