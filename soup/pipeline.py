@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from soup.explicit import ExplicitInputs, explicit_base, explicit_ingredients
 from soup.ingredients import read_manifest
 from soup.options import SoupOptions
-from soup.records import TAG_BASE, TAG_MANIFEST, find_experiment, require_sweep_run
+from soup.records import TAG_BASE, TAG_MANIFEST, artifact_location, find_experiment, require_sweep_run
 from soup.soup_run import log_soup_run
 from soup.stage import SoupOutcome, base_from_checkpoint, make_soups, require_usable
 from trainers.config import validate
@@ -88,4 +88,5 @@ def _without_base_methods(options: SoupOptions) -> SoupOptions:
 
 def _experiment_id(client: MlflowClient, name: str) -> str:
     found = client.get_experiment_by_name(name)
-    return found.experiment_id if found else client.create_experiment(name)
+    return found.experiment_id if found else client.create_experiment(
+        name, artifact_location=artifact_location(client.tracking_uri))

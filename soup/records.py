@@ -7,6 +7,7 @@ and the base checkpoint are; everything else is found from there.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from mlflow.entities import Experiment, Run
 from mlflow.exceptions import MlflowException
@@ -52,6 +53,16 @@ def require_sweep_run(client: MlflowClient, experiment: Experiment) -> Run:
         raise UserError(f"experiment {experiment.name!r} holds no soupsweep sweep run; "
                         "run `python -m sweep.run` with mlflow.experiment set to it first")
     return run
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a sqlite database, in `mlartifacts/` (MLflow's
+    default, ./mlruns of whatever directory the process runs in, would scatter them); a server decides
+    for itself (None). The sweep and the soup stage create experiments the same way."""
+    prefix = "sqlite:///"
+    if tracking_uri.startswith(prefix):
+        return (Path(tracking_uri[len(prefix):]).parent / "mlartifacts").as_uri()
+    return None
 
 
 def absolute_sqlite(uri: str) -> str:

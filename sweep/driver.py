@@ -120,8 +120,7 @@ def finish(cfg: SweepConfig, client: MlflowClient, experiment_id: str, sweep_run
         close_interrupted_trials(client, experiment_id, sweep_run_id)
         ingredients = collect_ingredients(client, experiment_id, sweep_run_id, paths.storage, paths.name)
         write_manifest(paths.manifest, ingredients)
-        soup = soup_experiment(cfg.mlflow.tracking_uri, experiment_id, cfg.soup.methods, cfg.soup.tie_rule,
-                               cfg.soup.device)
+        soup = soup_experiment(cfg.mlflow.tracking_uri, experiment_id, **cfg.soup.model_dump())
     except BaseException:
         client.set_terminated(sweep_run_id, "FAILED")
         raise

@@ -7,7 +7,6 @@ counts by status and best-so-far current. On resume it finds the runs it opened 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +16,7 @@ from ray import tune
 
 from soup.ingredients import DIVERGED, FAILED, FINISHED, STOPPED
 from sweep.space import resolve_overrides
-from soup.records import (KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_KIND, TAG_PARENT, TAG_TRIAL_ID,
+from soup.records import (artifact_location, KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_KIND, TAG_PARENT, TAG_TRIAL_ID,
                           find_sweep_run)
 from trainers import metrics as M
 from trainers.config import TrainConfig
@@ -48,15 +47,6 @@ def open_sweep_run(client: MlflowClient, experiment: str, tags: dict[str, str], 
     run = client.create_run(experiment_id, run_name=f"sweep-{experiment}", tags={TAG_KIND: KIND_SWEEP, **tags})
     log_params(client, run.info.run_id, params)
     return experiment_id, run.info.run_id
-
-
-def artifact_location(tracking_uri: str) -> str | None:
-    """Beside a sqlite database: MLflow's default (./mlruns of whatever directory the process runs in)
-    would scatter artifacts; a server decides for itself (None)."""
-    prefix = "sqlite:///"
-    if tracking_uri.startswith(prefix):
-        return (Path(tracking_uri[len(prefix):]).parent / "mlartifacts").as_uri()
-    return None
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:

@@ -56,7 +56,9 @@ def test_soup_greedy_on_state_dict_files_without_a_sweep(weight_files, demo_data
     for method in ("zeroshot", "best", "uniform", "greedy", "model_stock", "wiseft_greedy", "ensemble"):
         assert f"\n{method} " in out
     client = MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("elsewhere").experiment_id])
+    experiment = client.get_experiment_by_name("elsewhere")
+    assert experiment.artifact_location == (tmp_path / "mlartifacts").as_uri()  # beside the database
+    (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.tags[TAG_KIND] == KIND_SOUP and TAG_PARENT not in run.data.tags
     skipped = json.loads(Path(client.download_artifacts(run.info.run_id, "left_out.json")).read_text())
     assert set(skipped) == {"mismatched", "corrupt", "foreign", "pickled"}

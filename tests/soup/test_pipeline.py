@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from soup.ingredients import write_manifest
 from soup.mlflow_model import TAG_INGREDIENT_RUNS, TAG_REGISTERED
 from soup.pipeline import soup_experiment
-from soup.records import KIND_SOUP, KIND_SWEEP, TAG_BASE, TAG_KIND, TAG_MANIFEST, TAG_PARENT
+from soup.records import KIND_SOUP, KIND_SWEEP, TAG_BASE, TAG_KIND, TAG_MANIFEST, TAG_PARENT, artifact_location
 from sweep.config import SoupSection
 from trainers.errors import UserError
 
@@ -22,7 +22,7 @@ def recorded_sweep(soup_inputs, tmp_path):
     _, base_dir, ingredients = soup_inputs
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    experiment_id = client.create_experiment("recorded")
+    experiment_id = client.create_experiment("recorded", artifact_location=artifact_location(uri))  # as a sweep does
     write_manifest(str(tmp_path / "ingredients.parquet"), ingredients)
     run = client.create_run(experiment_id, tags={TAG_KIND: KIND_SWEEP, TAG_BASE: base_dir,
                                                  TAG_MANIFEST: str(tmp_path / "ingredients.parquet")})
@@ -65,7 +65,7 @@ def test_a_sweep_without_usable_trials_or_base_is_a_one_line_error(soup_inputs, 
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    experiment_id = client.create_experiment("broken")
+    experiment_id = client.create_experiment("broken", artifact_location=artifact_location(uri))
     manifest = str(tmp_path / "ingredients.parquet")
     write_manifest(manifest, [Ingredient("t0", FAILED, reason="CUDA out of memory")])
     client.create_run(experiment_id, tags={TAG_KIND: KIND_SWEEP, TAG_MANIFEST: manifest,
