@@ -22,7 +22,8 @@ from trainers import metrics as M
 from trainers.config import TrainConfig
 from trainers.errors import UserError
 
-REPORTED = (M.TRAIN_LOSS, M.VAL_LOSS, M.VAL_TOP1, M.LR)
+# The epoch is logged too: a resumed driver reads it back to tell a finished trial from a stopped one.
+REPORTED = (M.EPOCH, M.TRAIN_LOSS, M.VAL_LOSS, M.VAL_TOP1, M.LR)
 TAG_STATUS = "soupsweep.status"
 TAG_REASON = "soupsweep.reason"
 RUNNING = "running"
@@ -103,7 +104,10 @@ class TrialRuns(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         if trial.trial_id in self.trials:  # restarted or resumed: same run
-            self.trials[trial.trial_id].overrides = resolve_overrides(trial.config)
+            record = self.trials[trial.trial_id]
+            record.overrides = resolve_overrides(trial.config)
+            if record.status == FAILED:  # an errored trial that a resumed sweep runs again
+                self._reopen(record)
             return
         tags = {TAG_KIND: KIND_TRIAL, TAG_PARENT: self.parent_run_id, TAG_TRIAL_ID: trial.trial_id,
                 TAG_STATUS: RUNNING}
@@ -127,7 +131,9 @@ class TrialRuns(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         record = self.trials.get(trial.trial_id)
-        if record is None:
+        if record is None or record.status == FINISHED:
+            # FINISHED already: the driver died after the trial ended but before Tune saved that; the
+            # resumed trial found its last checkpoint complete and reported nothing new.
             return
         epoch = int(record.metrics.get(M.EPOCH, 0))
         if record.metrics.get(M.DIVERGED):
@@ -148,6 +154,13 @@ class TrialRuns(tune.Callback):
         if reason:
             self.client.set_tag(record.run_id, TAG_REASON, reason[-5000:])
         self.client.set_terminated(record.run_id, MLFLOW_STATUS[status])
+        self._update_parent()
+
+    def _reopen(self, record: TrialRecord) -> None:
+        record.status, record.reason = RUNNING, ""
+        self.client.set_tag(record.run_id, TAG_STATUS, RUNNING)
+        self.client.set_tag(record.run_id, TAG_REASON, "")
+        self.client.update_run(record.run_id, "RUNNING")
         self._update_parent()
 
     def _update_parent(self) -> None:
