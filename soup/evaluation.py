@@ -42,7 +42,7 @@ class Evaluator:
 
     def predict_all(self) -> dict[str, torch.Tensor]:
         """Logits of the loaded weights on every set (the one forward pass per set a model gets)."""
-        return {s.name: predict(self.model, s.images, self.device, self.precision, self.batch_size)
+        return {s.name: s.project(predict(self.model, s.images, self.device, self.precision, self.batch_size))
                 for s in self.sets}
 
     def logits(self, state: Mapping[str, torch.Tensor], soup: bool = False) -> dict[str, torch.Tensor]:
@@ -53,7 +53,7 @@ class Evaluator:
         """Held-out accuracy only: what a greedy step costs."""
         self.load(state, soup)
         logits = predict(self.model, self.heldout.images, self.device, self.precision, self.batch_size)
-        return top1(logits, self.heldout.labels)
+        return top1(self.heldout.project(logits), self.heldout.labels)
 
     def labels(self, name: str) -> torch.Tensor:
         return next(s.labels for s in self.sets if s.name == name)

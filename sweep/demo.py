@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from trainers.data.synthetic import SPLIT_SIZES, write_demo_data
+from trainers.data.synthetic import SPLIT_SIZES, demo_split_paths, write_demo_data
 from trainers.demo_pretrain import pretrain_demo_clip
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
@@ -18,13 +18,13 @@ def demo_config(data_dir: str | Path = DEMO_DATA_DIR) -> dict[str, Any]:
     """The demo YAML as a dict, pointing at generated data and stand-in pretrained weights
     (both made on first use, ~15 s on a laptop CPU, then reused)."""
     data_dir = Path(data_dir).resolve()
-    splits = [*SPLIT_SIZES, "sketch"]
-    if not all((data_dir / f"{split}.parquet").is_file() for split in splits):
+    if not (data_dir / "card.json").is_file():  # the card is written last: its presence means a whole store
         write_demo_data(data_dir)
+    paths = demo_split_paths(data_dir)
     if not (data_dir / PRETRAINED_FILE).is_file():
         pretrain_demo_clip(data_dir / PRETRAINED_FILE)
     config = yaml.safe_load(DEMO_CONFIG.read_text())
     config["model"]["pretrained"] = str(data_dir / PRETRAINED_FILE)
-    config["data"] = {split: str(data_dir / f"{split}.parquet") for split in SPLIT_SIZES}
-    config["data"]["shift"] = {"sketch": str(data_dir / "sketch.parquet")}
+    config["data"] = {split: paths[split] for split in SPLIT_SIZES}
+    config["data"]["shift"] = {"sketch": paths["sketch"]}
     return config

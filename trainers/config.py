@@ -39,8 +39,9 @@ class ModelConfig(Section):
 
 
 class DataConfig(Section):
-    train: str = Field("", description="Parquet file of training images.")
-    val: str = Field("", description="Parquet file for per-trial validation: the metric the search optimises.")
+    train: str = Field("", description="Training split: a store directory of Parquet shards (local or URI) "
+                       "or one Parquet file.")
+    val: str = Field("", description="Split for per-trial validation: the metric the search optimises.")
     heldout: str = Field("", description="Parquet file used only to select soup ingredients.")
     test: str = Field("", description="Parquet file for the in-distribution report.")
     shift: dict[str, str] = Field(
@@ -70,6 +71,9 @@ class AugConfig(Section):
     randaug_n: int = Field(0, ge=0, le=10, description="RandAugment operations per image (0: off).")
     randaug_m: int = Field(9, ge=0, le=30, description="RandAugment magnitude.")
     mixup_alpha: float = Field(0.0, ge=0, description="Mixup Beta(alpha, alpha); 0 turns mixup off.")
+    cutmix_alpha: float = Field(
+        0.0, ge=0, description="CutMix Beta(alpha, alpha); 0 turns it off. With mixup on too, each batch uses "
+        "one of the two, evenly.")
 
 
 class TrainConfig(Section):

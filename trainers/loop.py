@@ -14,16 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from trainers import metrics as M
-from trainers.augment import TrainAugment, mixup, soft_targets
+from trainers.augment import mix, soft_targets
 from trainers.checkpoint import load_checkpoint, load_train_state, local_checkpoint, save_checkpoint
 from trainers.config import OptimConfig, TrainConfig
-from trainers.data.store import ImageSet, read_split
+from trainers.data.cache import CachedSet, load_eval_set
+from trainers.data.loader import TrainLoader
 from trainers.distributed import all_reduce_sum, rank_and_world, unwrap, wrap_ddp
 from trainers.errors import UserError
 from trainers.evaluate import autocast_for, loss_and_correct, predict
@@ -58,20 +58,21 @@ def fit(cfg: TrainConfig, ctx: RunContext) -> FitResult:
         base = load_checkpoint(base_dir)
     model = build_classifier(cfg.model, base.state_dict["head.weight"].shape[0])
     model.load_state_dict(base.state_dict)
-    train_set, val_set = read_split(cfg.data.train, model.image_size), read_split(cfg.data.val, model.image_size)
-    steps_per_epoch = len(train_set) // world // cfg.optim.batch_size
+    train_data = TrainLoader(cfg.data.train, cfg.aug, model.image_size, cfg.optim.batch_size, cfg.seed, ctx.device,
+                             rank, world)  # this rank's slice of the shards, augmented on the device
+    val_set = load_eval_set(cfg.data.val, model.image_size, ctx.device)  # decoded once, kept on the device
+    steps_per_epoch = train_data.steps_per_epoch
     if steps_per_epoch == 0:
         raise UserError(f"optim.batch_size: {cfg.optim.batch_size} images per worker × {world} workers "
-                        f"is more than the {len(train_set)} training images; lower the batch size")
+                        f"is more than the {train_data.num_rows} training images; lower the batch size")
     model.to(ctx.device)
     optimizer = make_optimizer(model, cfg.optim, ctx.device)
     scheduler = cosine_with_warmup(optimizer, cfg.optim.warmup_steps, steps_per_epoch * cfg.optim.epochs)
     start_epoch = _resume(ctx.resume_dir, model, optimizer, scheduler)
     ddp_model = wrap_ddp(model, ctx.device)
-    augment = TrainAugment(cfg.aug, model.image_size)
     last: dict[str, float] = {}
     for epoch in range(start_epoch, cfg.optim.epochs):
-        train_loss = train_epoch(ddp_model, optimizer, scheduler, augment, train_set, cfg, epoch, ctx.device)
+        train_loss = train_epoch(ddp_model, optimizer, scheduler, train_data, cfg, epoch, ctx.device)
         last = {M.EPOCH: epoch + 1, M.STEP: (epoch + 1) * steps_per_epoch, M.LR: scheduler.get_last_lr()[0],
                 M.TRAIN_LOSS: train_loss}
         if not math.isfinite(train_loss):  # all-reduced, so every rank stops here together
@@ -104,29 +105,17 @@ def cosine_with_warmup(optimizer, warmup: int, total: int) -> torch.optim.lr_sch
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def epoch_indices(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.Tensor:
-    """This rank's sample order for an epoch: a shuffle shared by all ranks, cut into equal
-    disjoint slices, so no sample is seen twice across ranks and every rank takes the same steps."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
-    per_rank = n // world
-    return order[rank * per_rank:(rank + 1) * per_rank]
-
-
-def train_epoch(model, optimizer, scheduler, augment, data: ImageSet, cfg: TrainConfig, epoch: int,
+def train_epoch(model, optimizer, scheduler, loader: TrainLoader, cfg: TrainConfig, epoch: int,
                 device: torch.device) -> float:
-    """One epoch over this rank's slice; returns the mean training loss over all ranks."""
+    """One epoch over this rank's batches; returns the mean training loss over all ranks."""
     rank, world = rank_and_world()
-    indices = epoch_indices(len(data), cfg.seed, epoch, rank, world)
-    rng = np.random.default_rng([cfg.seed, epoch, rank])
-    num_classes = data.classes.__len__()
+    gen = torch.Generator().manual_seed((cfg.seed * 1000003 + epoch) * 1009 + rank + 1)  # mixup/cutmix draws
+    num_classes = len(loader.classes)
     model.train()
     total = torch.zeros((), device=device)  # summed on the device: no host sync per step
-    steps = len(indices) // cfg.optim.batch_size
-    for step in range(steps):
-        batch = indices[step * cfg.optim.batch_size:(step + 1) * cfg.optim.batch_size]
-        images = augment(data.images[batch].to(device, non_blocking=True))
-        targets = soft_targets(data.labels[batch].to(device), num_classes, cfg.optim.label_smoothing)
-        images, targets = mixup(images, targets, cfg.aug.mixup_alpha, rng)
+    for images, labels in loader.epoch(epoch):
+        targets = soft_targets(labels, num_classes, cfg.optim.label_smoothing)
+        images, targets = mix(images, targets, cfg.aug, gen)
         with autocast_for(device, cfg.precision):
             logits = model(images)
         loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
@@ -137,10 +126,10 @@ def train_epoch(model, optimizer, scheduler, augment, data: ImageSet, cfg: Train
         optimizer.step()
         scheduler.step()
         total += loss.detach()
-    return (all_reduce_sum(total) / (steps * world)).item()
+    return (all_reduce_sum(total) / (len(loader) * world)).item()
 
 
-def evaluate_shard(model: nn.Module, data: ImageSet, split: str, precision: str,
+def evaluate_shard(model: nn.Module, data: CachedSet, split: str, precision: str,
                    device: torch.device) -> dict[str, float]:
     """Loss and top-1 of `split`, each rank evaluating its own slice, summed over ranks."""
     rank, world = rank_and_world()

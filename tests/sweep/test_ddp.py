@@ -16,7 +16,9 @@ def ddp_worker(payload):
 
     from trainers.config import TrainConfig
     from trainers.distributed import rank_and_world
-    from trainers.loop import RunContext, epoch_indices, fit
+    from trainers.data.loader import epoch_rows, row_groups
+    from trainers.data.store import open_shards
+    from trainers.loop import RunContext, fit
     from trainers.model import state_checksum
     from sweep.worker import report
 
@@ -25,7 +27,7 @@ def ddp_worker(payload):
     result = fit(cfg, RunContext(base_dir=payload["base_dir"], device=ray.train.torch.get_device(), report=report))
     out = Path(payload["out"])
     (out / f"rank{rank}.sha").write_text(state_checksum(result.model.state_dict()))
-    seen = epoch_indices(256, cfg.seed, 0, rank, world).tolist()
+    seen = epoch_rows(row_groups(open_shards(cfg.data.train)), cfg.seed, 0, rank, world)  # what the loader read
     (out / f"rank{rank}.samples").write_text(",".join(map(str, seen)))
 
 

@@ -11,7 +11,7 @@ from trainers.base import write_base_checkpoint
 from trainers.checkpoint import load_checkpoint
 from trainers.config import TrainConfig
 from trainers.errors import UserError
-from trainers.loop import RunContext, epoch_indices, fit
+from trainers.loop import RunContext, fit
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +55,6 @@ def test_batch_larger_than_the_data_is_a_user_error(random_base):
     cfg, base_dir, _ = random_base
     with pytest.raises(UserError, match="optim.batch_size: 4096"):
         fit(cfg.with_overrides({"optim.batch_size": 4096}), RunContext(base_dir=base_dir))
-
-
-def test_ranks_get_disjoint_equal_slices():
-    slices = [set(epoch_indices(103, seed=1, epoch=2, rank=r, world=3).tolist()) for r in range(3)]
-    assert all(len(s) == 34 for s in slices)
-    assert not (slices[0] & slices[1]) and not (slices[1] & slices[2]) and not (slices[0] & slices[2])
-    assert epoch_indices(103, 1, 3, 0, 3).tolist() != epoch_indices(103, 1, 2, 0, 3).tolist()
 
 
 def test_diverging_run_stops_itself_without_a_checkpoint(random_base):

@@ -1,23 +1,32 @@
-"""The image store: one Parquet file per split.
+"""The image store: Parquet shards of JPEG images, read and written through pyarrow.fs.
 
-Columns: `image` (encoded PNG/JPEG bytes), `label` (int index into the class list), `class_name`,
-`domain`. The class list travels in the file's schema metadata, so every split names its classes.
+A split is a directory (a local path or a URI: s3://, gs://, file://) of shards `part-NNNNN.parquet`, or a
+single Parquet file. Columns: `image` (JPEG bytes; older single files may hold PNG), `label` (int index into
+the class list), `class_name`, `source` (where the image came from), `domain`. Every shard's schema metadata
+holds the dataset's whole class list; a split that covers only some classes (a shift set) also names the
+classes it covers, so that its logits can be projected onto them at evaluation.
 """
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
-import torchvision.transforms.v2.functional as TF
-from torchvision.io import ImageReadMode, decode_image, encode_png
 
 from trainers.errors import UserError
 
+STORE_FORMAT = "soupsweep-store/1"
 CLASSES_KEY = b"soupsweep.classes"
+COVERS_KEY = b"soupsweep.covers"
+SHARD_BYTES = 128 * 2**20  # about 128 MB per shard
+ROW_GROUP_ROWS = 256  # the unit a rank reads: small enough to deal shards out evenly
+SCHEMA = pa.schema([("image", pa.binary()), ("label", pa.int32()), ("class_name", pa.string()),
+                    ("source", pa.string()), ("domain", pa.string())])
 
 
 @dataclass
@@ -27,84 +36,190 @@ class ImageSet:
     images: torch.Tensor
     labels: torch.Tensor
     classes: list[str]
+    covers: list[str] | None = None  # the classes a subset split covers; None: all of them
 
     def __len__(self) -> int:
         return len(self.labels)
 
 
-def write_split(path: str | Path, images: torch.Tensor, labels: list[int], classes: list[str],
-                domain: str = "") -> None:
-    """Write uint8 images (N, 3, H, W) with integer labels as one Parquet split."""
-    encoded = [encode_png(img).numpy().tobytes() for img in images]
-    table = pa.table({
-        "image": pa.array(encoded, pa.binary()),
-        "label": pa.array(labels, pa.int32()),
-        "class_name": pa.array([classes[i] for i in labels], pa.string()),
-        "domain": pa.array([domain] * len(labels), pa.string()),
-    })
-    table = table.replace_schema_metadata({CLASSES_KEY: json.dumps(classes).encode()})
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
+def resolve(path: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and the path inside it, for a local path or a pyarrow.fs URI."""
+    if not path:
+        raise UserError("data: a split path is empty; set data.train, data.val, data.heldout and data.test")
+    if "://" not in path:
+        return pafs.LocalFileSystem(), str(Path(path).expanduser().resolve())
+    try:
+        return pafs.FileSystem.from_uri(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise UserError(f"data: cannot open {path} ({err}); use a local path, s3://, gs:// or file://") from None
+
+
+def shard_paths(path: str) -> tuple[pafs.FileSystem, list[str]]:
+    """The Parquet files of a split: the file itself, or the sorted `*.parquet` of a directory."""
+    filesystem, inner = resolve(path)
+    info = filesystem.get_file_info(inner)
+    if info.type == pafs.FileType.NotFound:
+        raise UserError(f"data: {path} does not exist; check the path in your config "
+                        "(or run without --config to generate the demo data)")
+    if info.type == pafs.FileType.File:
+        return filesystem, [inner]
+    files = sorted(i.path for i in filesystem.get_file_info(pafs.FileSelector(inner, recursive=False))
+                   if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
+    if not files:
+        raise UserError(f"data: {path} is a directory without Parquet shards; build a store with "
+                        "`python -m trainers.data.build --src <images> --out <dir>`")
+    return filesystem, files
+
+
+def open_shards(path: str) -> list[pq.ParquetFile]:
+    filesystem, files = shard_paths(path)
+    shards = []
+    for file in files:
+        try:
+            shards.append(pq.ParquetFile(filesystem.open_input_file(file)))
+        except (OSError, pa.ArrowInvalid) as err:
+            raise UserError(f"data: cannot read {file} as Parquet ({err})") from None
+    return shards
+
+
+def _metadata(shard: pq.ParquetFile, key: bytes):
+    value = (shard.schema_arrow.metadata or {}).get(key)
+    return None if value is None else json.loads(value)
 
 
 def read_classes(path: str) -> list[str]:
     """The class list of a split, from its schema metadata alone (no image is read)."""
-    metadata = _open(path).schema_arrow.metadata or {}
-    if CLASSES_KEY not in metadata:
-        raise UserError(f"data: {path} has no class list in its metadata; write it with "
-                        "trainers.data.store.write_split")
-    return json.loads(metadata[CLASSES_KEY])
+    classes = _metadata(open_shards(path)[0], CLASSES_KEY)
+    if classes is None:
+        raise UserError(f"data: {path} has no class list in its metadata; build it with "
+                        "`python -m trainers.data.build` (or trainers.data.store.write_split)")
+    return classes
 
 
-def check_split(path: str, classes: list[str]) -> int:
-    """Check a split's class list and labels without decoding images; returns its size."""
-    own = read_classes(path)
-    if own != classes:
-        raise UserError(f"data: {path} lists classes {own}, but the training set lists {classes}; "
-                        "every split must use the same class list in the same order")
-    labels = _open(path).read(columns=["label"]).column("label").to_pylist()
+def read_covers(path: str) -> list[str] | None:
+    """The classes a subset split (a shift set) covers, or None when it names none (all classes)."""
+    return _metadata(open_shards(path)[0], COVERS_KEY)
+
+
+def read_columns(path: str, columns: list[str]) -> pa.Table:
+    return pa.concat_tables(shard.read(columns=columns) for shard in open_shards(path))
+
+
+def check_split(path: str, classes: list[str], subset_ok: bool = False) -> int:
+    """Check a split's class list and labels without decoding images; returns its size.
+
+    Every split lists the same classes; only a subset split (`subset_ok`, the shift sets) may lack images
+    of some of them."""
+    for shard in open_shards(path):
+        own = _metadata(shard, CLASSES_KEY)
+        if own != classes:
+            raise UserError(f"data: {path} lists classes {own}, but the training set lists {classes}; "
+                            "every split must use the same class list in the same order")
+    labels = read_columns(path, ["label"]).column("label").to_pylist()
     if not labels:
         raise UserError(f"data: {path} holds no images; give a non-empty split")
     bad = sorted({label for label in labels if not 0 <= label < len(classes)})
     if bad:
         raise UserError(f"data: {path} has labels {bad[:5]} outside the class list "
                         f"(0..{len(classes) - 1}: {classes}); fix the labels or the class list")
+    present = set(labels)
+    missing = [name for i, name in enumerate(classes) if i not in present]
+    if missing and not subset_ok:
+        raise UserError(f"data: {path} has no images of classes {missing[:5]}; train, val, heldout and test "
+                        "need every class (only shift sets may cover a subset)")
     return len(labels)
-
-
-def read_split(path: str, image_size: int) -> ImageSet:
-    """Decode a split to uint8 tensors at `image_size` (short side resized, centre-cropped)."""
-    table = _open(path).read(columns=["image", "label"])
-    images = [_decode(blob, image_size) for blob in table.column("image").to_pylist()]
-    labels = torch.tensor(table.column("label").to_pylist(), dtype=torch.int64)
-    return ImageSet(torch.stack(images), labels, read_classes(path))
-
-
-def _decode(blob: bytes, size: int) -> torch.Tensor:
-    image = decode_image(torch.frombuffer(bytearray(blob), dtype=torch.uint8), mode=ImageReadMode.RGB)
-    if image.shape[-2:] != (size, size):
-        image = TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
-    return image
-
-
-def _open(path: str) -> pq.ParquetFile:
-    if not path:
-        raise UserError("data: a split path is empty; set data.train, data.val, data.heldout and data.test")
-    if "://" not in path and not Path(path).is_file():
-        raise UserError(f"data: {path} does not exist; check the path in your config "
-                        "(or run without --config to generate the demo data)")
-    try:
-        return pq.ParquetFile(path)
-    except (OSError, pa.ArrowInvalid) as err:
-        raise UserError(f"data: cannot read {path} as Parquet ({err})") from None
 
 
 def check_dataset(data) -> list[str]:
     """Check every split of a DataConfig before training; returns the class list of `train`."""
-    classes = read_classes(data.train)
     for split, path in {"train": data.train, **data.splits()}.items():
         if not path:
             raise UserError(f"data.{split.replace('/', '.')}: no path given; every sweep needs "
                             "train, val, heldout and test splits")
-        check_split(path, classes)
+    classes = read_classes(data.train)
+    for split, path in {"train": data.train, **data.splits()}.items():
+        check_split(path, classes, subset_ok=split.startswith("shift/"))
     return classes
+
+
+def read_split(path: str, image_size: int) -> ImageSet:
+    """Decode a whole split on the CPU at `image_size` (short side resized, centre-cropped)."""
+    from trainers.data.cache import load_eval_set  # the one evaluation decode, shared with the GPU path
+
+    cached = load_eval_set(path, image_size, torch.device("cpu"))
+    return ImageSet(cached.images, cached.labels, cached.classes, cached.covers)
+
+
+@dataclass
+class ShardWriter:
+    """Writes one split as shards of about `shard_bytes`; `close` returns the split's card entry."""
+
+    path: str  # the split's directory (local or URI)
+    classes: list[str]
+    covers: list[str] | None = None
+    shard_bytes: int = SHARD_BYTES
+    row_group_rows: int = ROW_GROUP_ROWS
+    _rows: list[dict] = field(default_factory=list)
+    _size: int = 0
+    _shards: list[dict] = field(default_factory=list)
+    _counts: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.filesystem, self.inner = resolve(self.path)
+        if self.filesystem.get_file_info(self.inner).type == pafs.FileType.Directory:
+            self.filesystem.delete_dir_contents(self.inner)  # no stale shards of an earlier build
+        self.filesystem.create_dir(self.inner, recursive=True)
+
+    def add(self, image: bytes, label: int, source: str = "", domain: str = "") -> None:
+        name = self.classes[label]
+        self._rows.append({"image": image, "label": label, "class_name": name, "source": source, "domain": domain})
+        self._counts[name] = self._counts.get(name, 0) + 1
+        self._size += len(image)
+        if self._size >= self.shard_bytes:
+            self._flush()
+
+    def _flush(self, even_empty: bool = False) -> None:
+        if not self._rows and not even_empty:
+            return
+        metadata = {CLASSES_KEY: json.dumps(self.classes).encode()}
+        if self.covers is not None:
+            metadata[COVERS_KEY] = json.dumps(self.covers).encode()
+        table = pa.Table.from_pylist(self._rows, SCHEMA.with_metadata(metadata))
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, row_group_size=self.row_group_rows, compression="none")  # JPEG is compressed
+        data = sink.getvalue().to_pybytes()
+        name = f"part-{len(self._shards):05d}.parquet"
+        with self.filesystem.open_output_stream(f"{self.inner}/{name}") as out:
+            out.write(data)
+        self._shards.append({"file": name, "rows": len(self._rows), "bytes": len(data),
+                             "sha256": hashlib.sha256(data).hexdigest()})
+        self._rows, self._size = [], 0
+
+    def close(self) -> dict:
+        self._flush(even_empty=not self._shards)  # an empty split is still a split: readers say it is empty
+        entry = {"rows": sum(s["rows"] for s in self._shards),
+                 "counts": {c: self._counts[c] for c in self.classes if c in self._counts},
+                 "shards": self._shards}
+        if self.covers is not None:
+            entry["covers"] = self.covers
+        return entry
+
+
+def write_split(path: str | Path, images: torch.Tensor, labels: list[int], classes: list[str],
+                domain: str = "", covers: list[str] | None = None, quality: int = 95, **writer) -> dict:
+    """Write uint8 images (N, 3, H, W) with integer labels as one split of the store (JPEG shards)."""
+    from torchvision.io import encode_jpeg
+
+    out = ShardWriter(str(path), classes, covers, **writer)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        out.add(encode_jpeg(image, quality=quality).numpy().tobytes(), int(label), f"generated:{i}", domain)
+    return out.close()
+
+
+def write_card(out: str, card: dict) -> str:
+    """The dataset card `<out>/card.json`: classes, counts per class and split, shard checksums, skips."""
+    filesystem, inner = resolve(out)
+    filesystem.create_dir(inner, recursive=True)
+    with filesystem.open_output_stream(f"{inner}/card.json") as stream:
+        stream.write(json.dumps(card, indent=1).encode())
+    return f"{out.rstrip('/')}/card.json"

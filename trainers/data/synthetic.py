@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from trainers.data.store import write_split
+from trainers.data.store import STORE_FORMAT, write_card, write_split
 
 CLASSES = ["circle", "square", "triangle", "cross"]
 SPLIT_SIZES = {"train": 512, "val": 128, "heldout": 128, "test": 256}
@@ -56,16 +56,26 @@ def render(label: torch.Tensor, style: str, size: int, gen: torch.Generator) -> 
     return (image.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
+def demo_split_paths(out_dir: str | Path) -> dict[str, str]:
+    """Where the demo store keeps each split: <out>/<split> and <out>/shift/sketch (directories of shards)."""
+    out_dir = Path(out_dir).resolve()
+    return {split: str(out_dir / ("shift/sketch" if split == "sketch" else split)) for split in [*SPLIT_SIZES, "sketch"]}
+
+
 def write_demo_data(out_dir: str | Path, size: int = 32, seed: int = 0,
                     sizes: dict[str, int] | None = None) -> dict[str, str]:
-    """Write train/val/heldout/test (photo) and shift 'sketch' splits; returns name -> path."""
-    out_dir = Path(out_dir)
+    """Write a store (the builder's writer, JPEG shards and a dataset card) with train/val/heldout/test
+    (photo) and the shift set 'sketch'; returns split name -> path (key 'sketch' for the shift set)."""
     gen = torch.Generator().manual_seed(seed)
-    paths = {}
+    paths = demo_split_paths(out_dir)
+    card = {"format": STORE_FORMAT, "classes": CLASSES, "size": size, "source": "generated shapes",
+            "splits": {}, "skipped": []}
     for split, count in {**SPLIT_SIZES, "sketch": 256, **(sizes or {})}.items():
         labels = torch.arange(count) % len(CLASSES)
         labels = labels[torch.randperm(count, generator=gen)]
         style = "sketch" if split == "sketch" else "photo"
-        paths[split] = str(out_dir / f"{split}.parquet")
-        write_split(paths[split], render(labels, style, size, gen), labels.tolist(), CLASSES, style)
+        entry = write_split(paths[split], render(labels, style, size, gen), labels.tolist(), CLASSES, style)
+        card["splits"]["shift/sketch" if split == "sketch" else split] = {
+            "path": str(Path(paths[split]).relative_to(Path(out_dir).resolve())), **entry}
+    write_card(str(Path(out_dir).resolve()), card)
     return paths
