@@ -6,15 +6,19 @@ counts by status and best-so-far current. On resume it finds the runs it opened 
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
+import ray
 from ray import tune
 
 from soup.ingredients import DIVERGED, FAILED, FINISHED, STOPPED
+from sweep.anytime import OFFERED, SOUP_GAIN, actor_name
+from sweep.queued_writes import QueuedWrites
 from sweep.space import resolve_overrides
 from soup.records import (artifact_location, KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_KIND, TAG_PARENT, TAG_TRIAL_ID,
                           find_sweep_run)
@@ -22,11 +26,16 @@ from trainers import metrics as M
 from trainers.config import TrainConfig
 from trainers.errors import UserError
 
+log = logging.getLogger(__name__)
+
 # The epoch is logged too: a resumed driver reads it back to tell a finished trial from a stopped one.
 REPORTED = (M.EPOCH, M.TRAIN_LOSS, M.VAL_LOSS, M.VAL_TOP1, M.LR)
 TAG_STATUS = "soupsweep.status"
 TAG_REASON = "soupsweep.reason"
+TAG_OFFER_ORDER = "soupsweep.offer_order"  # on a trial run: when the anytime soup was offered it
+TAG_ANYTIME_MEMBERS = "soupsweep.anytime_members"  # on the sweep run: the running soup's trial ids
 RUNNING = "running"
+FLUSH_PATIENCE_S = 300  # after the search, how long queued trial-run writes wait for an absent MLflow
 MLFLOW_STATUS = {FINISHED: "FINISHED", STOPPED: "FINISHED", DIVERGED: "FAILED", FAILED: "FAILED"}
 
 
@@ -66,30 +75,40 @@ class TrialRecord:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def close_interrupted_trials(client: MlflowClient, experiment_id: str, parent_run_id: str) -> None:
-    """After the search: trials Tune stopped without a completion event (the time budget ran out)
-    are marked stopped; they remain ingredients if they left a checkpoint."""
-    query = (f"tags.`{TAG_PARENT}` = '{parent_run_id}' and tags.`{TAG_KIND}` = '{KIND_TRIAL}' "
-             f"and tags.`{TAG_STATUS}` = '{RUNNING}'")
-    for run in client.search_runs([experiment_id], query, max_results=10_000):
+def trial_runs_of(client: MlflowClient, experiment_id: str, parent_run_id: str, status: str | None = None) -> list:
+    """The trial runs of a sweep (those with `status` only, when given)."""
+    query = f"tags.`{TAG_PARENT}` = '{parent_run_id}' and tags.`{TAG_KIND}` = '{KIND_TRIAL}'"
+    if status:
+        query += f" and tags.`{TAG_STATUS}` = '{status}'"
+    return client.search_runs([experiment_id], query, max_results=10_000)
+
+
+def close_interrupted_trials(client: MlflowClient, experiment_id: str, parent_run_id: str, reason: str) -> None:
+    """After the search: trials Tune stopped without a completion event (the time budget ran out, or
+    the anytime stopping rule) are marked stopped; they remain ingredients if they left a checkpoint."""
+    for run in trial_runs_of(client, experiment_id, parent_run_id, RUNNING):
         client.set_tag(run.info.run_id, TAG_STATUS, STOPPED)
-        client.set_tag(run.info.run_id, TAG_REASON, "stopped early when the search ended (search.time_budget_s)")
+        client.set_tag(run.info.run_id, TAG_REASON, reason)
         client.set_terminated(run.info.run_id, MLFLOW_STATUS[STOPPED])
 
 
 class TrialRuns(tune.Callback):
     """Tune callback: one MLflow child run per trial, in the driver process."""
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, base: TrainConfig):
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, base: TrainConfig,
+                 anytime_experiment: str | None = None):
         self.tracking_uri, self.experiment_id, self.parent_run_id, self.base = (
             tracking_uri, experiment_id, parent_run_id, base)
-        self.client = MlflowClient(tracking_uri)
+        self.anytime_experiment = anytime_experiment  # the sweep whose anytime soup actor to read
+        # Queued: the Tune loop never waits on MLflow, and an outage of the server loses nothing.
+        self.client = QueuedWrites(MlflowClient(tracking_uri))
         self.trials: dict[str, TrialRecord] = self._existing_trials()
 
     def __reduce__(self):
         # Tune pickles its callbacks with the experiment (tuner.pkl); a restored sweep must rebuild
         # the records from MLflow, not reuse the state they had when the sweep started.
-        return (type(self), (self.tracking_uri, self.experiment_id, self.parent_run_id, self.base))
+        return (type(self), (self.tracking_uri, self.experiment_id, self.parent_run_id, self.base,
+                             self.anytime_experiment))
 
     def _existing_trials(self) -> dict[str, TrialRecord]:
         """Trial runs of this sweep from before a restart: a resumed trial keeps its run."""
@@ -111,15 +130,18 @@ class TrialRuns(tune.Callback):
             return
         tags = {TAG_KIND: KIND_TRIAL, TAG_PARENT: self.parent_run_id, TAG_TRIAL_ID: trial.trial_id,
                 TAG_STATUS: RUNNING}
-        run = self.client.create_run(self.experiment_id, run_name=f"trial-{trial.trial_id}", tags=tags)
+        run_id = self.client.create_run(self.experiment_id, run_name=f"trial-{trial.trial_id}", tags=tags)
         overrides = resolve_overrides(trial.config)
         cfg = self.base.with_overrides(overrides)
-        log_params(self.client, run.info.run_id, cfg.to_params())
-        self.trials[trial.trial_id] = TrialRecord(run.info.run_id, overrides, cfg.optim.epochs)
+        log_params(self.client, run_id, cfg.to_params())
+        self.trials[trial.trial_id] = TrialRecord(run_id, overrides, cfg.optim.epochs)
         self._update_parent()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         record = self.trials[trial.trial_id]
+        if OFFERED in result:  # the trial's last result: what the anytime soup made of it
+            self._log_offer(record, result)
+            return
         step, now = int(result.get(M.EPOCH, 0)), int(time.time() * 1000)
         values = {k: float(result[k]) for k in REPORTED if k in result}
         record.metrics.update(values | {M.EPOCH: step, M.DIVERGED: float(result.get(M.DIVERGED, 0.0))})
@@ -148,6 +170,14 @@ class TrialRuns(tune.Callback):
         if record is not None:
             self._close(record, FAILED, (trial.get_error() or "raised")[-2000:])
 
+    def on_experiment_end(self, trials, **info):
+        """Tune is done (or stopped): write what an MLflow outage held back before the driver goes on."""
+        if not self.client.flush(FLUSH_PATIENCE_S):
+            log.error("MLflow at %s did not answer for %d s after the search ended: %d writes to the trial runs "
+                      "are not recorded (run statuses and metrics may be incomplete). Nothing trained is lost: "
+                      "the checkpoints are in the sweep's Ray storage", self.tracking_uri, FLUSH_PATIENCE_S,
+                      self.client.pending())
+
     def _close(self, record: TrialRecord, status: str, reason: str = "") -> None:
         record.status, record.reason = status, reason
         self.client.set_tag(record.run_id, TAG_STATUS, status)
@@ -162,6 +192,25 @@ class TrialRuns(tune.Callback):
         self.client.set_tag(record.run_id, TAG_REASON, "")
         self.client.update_run(record.run_id, "RUNNING")
         self._update_parent()
+
+    def _log_offer(self, record: TrialRecord, result: dict) -> None:
+        """The trial's soup gain on its run; the running soup's state on the sweep run."""
+        now = int(time.time() * 1000)
+        metrics = [Metric(SOUP_GAIN, float(result[SOUP_GAIN]), now, 0)]
+        if not result[OFFERED] or self.anytime_experiment is None:
+            self.client.log_batch(record.run_id, metrics=metrics)
+            return
+        order = int(result["soup/order"])
+        metrics.append(Metric("soup/accepted", float(result["soup/accepted"]), now, 0))
+        self.client.log_batch(record.run_id, metrics=metrics)
+        self.client.set_tag(record.run_id, TAG_OFFER_ORDER, str(order))
+        summary = ray.get(ray.get_actor(actor_name(self.anytime_experiment)).summary.remote())
+        self.client.log_batch(self.parent_run_id, metrics=[
+            Metric(f"anytime/{key}", float(summary[key]), now, order + 1)
+            for key in ("soup_heldout", "best_single_heldout") if summary[key] == summary[key]] + [
+            Metric("anytime/size", float(len(summary["members"])), now, order + 1)])
+        self.client.set_tag(self.parent_run_id, TAG_ANYTIME_MEMBERS, ",".join(summary["members"]))
+        self.client.set_tag(self.parent_run_id, "soupsweep.anytime_best_single", summary["best_single"])
 
     def _update_parent(self) -> None:
         """Counts by status and the best validation accuracy so far, on the sweep run."""
