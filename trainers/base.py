@@ -1,25 +1,80 @@
 """The base model: the one initialisation that every trial of a sweep starts from.
 
 Soups only work for models fine-tuned from one shared initialisation, so the base is built once
-(pretrained tower + zero-shot head), written as a checkpoint, and identified by its checksum.
+(pretrained tower + zero-shot head, or the linear-probe head fitted here on frozen features), written
+as a checkpoint and identified by its checksum. Beside the classifier the base directory keeps the
+pretrained text tower, which the text losses (FLYP, CaRFT) start from.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
-from trainers.checkpoint import save_checkpoint
+import torch
+from safetensors.torch import load_file, save_file
+
+from trainers.checkpoint import load_checkpoint, local_checkpoint, save_checkpoint
 from trainers.config import TrainConfig
-from trainers.data.store import check_dataset
-from trainers.model import build_zeroshot_classifier, state_checksum
+from trainers.data.store import check_dataset, read_split
+from trainers.errors import UserError
+from trainers.evaluate import image_features
+from trainers.model import ImageClassifier, build_classifier, state_checksum, text_tower_state, \
+    zeroshot_classifier_and_clip
+from trainers.tasks import TASKS, Start, fit_linear_probe
+
+log = logging.getLogger(__name__)
+TEXT_TOWER = "text_tower.safetensors"
 
 
-def write_base_checkpoint(cfg: TrainConfig, directory: str | Path) -> str:
-    """Check the data, build the zero-shot classifier, save it; returns the base checksum."""
+def write_base_checkpoint(cfg: TrainConfig, directory: str | Path, device: torch.device | None = None) -> str:
+    """Check the data, build the shared initialisation (`method.init`), save it; returns the base checksum."""
     classes = check_dataset(cfg.data)
-    model = build_zeroshot_classifier(cfg.model, classes)
+    model, clip = zeroshot_classifier_and_clip(cfg.model, classes)
+    if cfg.method.init == "lp":
+        linear_probe_head(cfg, model, device or default_device())
     state = model.state_dict()
     checksum = state_checksum(state)
     meta = {"config": cfg.model_dump(mode="json"), "base_checksum": checksum, "classes": classes,
-            "epoch": 0, "step": 0, "metrics": {}, "trial_id": "base"}
+            "head_init": cfg.method.init, "epoch": 0, "step": 0, "metrics": {}, "trial_id": "base"}
     save_checkpoint(directory, state, meta)
+    save_file({k: v.contiguous() for k, v in text_tower_state(clip).items()}, str(Path(directory) / TEXT_TOWER))
     return checksum
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def linear_probe_head(cfg: TrainConfig, model: ImageClassifier, device: torch.device) -> None:
+    """Fit the head on the frozen image tower's features of the training set (computed once, no augmentation)."""
+    train = read_split(cfg.data.train, model.image_size)
+    features = image_features(model.to(device), train.images, device, cfg.precision)
+    log.info("fitting the linear-probe init on %d cached training features", len(train))
+    fit_linear_probe(features, train.labels.to(device), model.head, cfg.method.lp_l2, cfg.method.lp_steps)
+    model.to("cpu")
+
+
+def load_start(cfg: TrainConfig, base_uri: str) -> tuple[Start, dict[str, Any]]:
+    """What a trial starts from: the base classifier, its classes and (lazily) the text tower; and the base's meta."""
+    with local_checkpoint(base_uri) as base_dir:
+        base = load_checkpoint(base_dir)
+        text_file = Path(base_dir) / TEXT_TOWER
+        needs_text = TASKS[cfg.method.name].needs_text
+        text = load_file(str(text_file)) if needs_text and text_file.is_file() else None
+    require_same_init(cfg, base.meta)
+    if needs_text and text is None:
+        raise UserError(f"method.name {cfg.method.name} needs the text tower, which the base checkpoint "
+                        f"{base_uri} lacks ({TEXT_TOWER}); prepare the base again with this version")
+    model = build_classifier(cfg.model, base.state_dict["head.weight"].shape[0])
+    model.load_state_dict(base.state_dict)
+    classes = base.meta.get("classes") or [str(i) for i in range(model.head.out_features)]
+    return Start(cfg, model, classes, lambda: text), base.meta
+
+
+def require_same_init(cfg: TrainConfig, base_meta: dict[str, Any]) -> None:
+    """Every trial must start from the base as prepared: a trial asking for another head init would not soup."""
+    prepared = base_meta.get("head_init", "zeroshot")
+    if cfg.method.init != prepared:
+        raise UserError(f"method.init is {cfg.method.init!r} but the sweep's base was prepared with "
+                        f"{prepared!r}; set method.init once for the whole sweep (it cannot be searched)")

@@ -33,9 +33,27 @@ class ModelConfig(Section):
         description="open_clip pretrained tag (e.g. laion2b_s34b_b79k, downloaded) or a local "
         "checkpoint file; null for random weights.",
     )
-    templates: Literal["openai-7", "simple"] = Field(
-        "openai-7", description="Prompt templates averaged per class for the zero-shot head."
+    templates: Literal["openai-80", "openai-7", "simple"] = Field(
+        "openai-7", description="Shipped prompt templates averaged per class for the zero-shot head."
     )
+    custom_templates: list[str] = Field(
+        default_factory=list, description="Your own templates, each with one '{}' for the class name; "
+        "used instead of `templates` when given.")
+    class_names: dict[str, str] = Field(
+        default_factory=dict, description="Data class name -> the name prompts use (e.g. n01440764 -> tench).")
+    class_descriptions: dict[str, list[str]] = Field(
+        default_factory=dict, description="Data class name -> extra prompts (whole sentences) for that class.")
+    compile: bool = Field(False, description="torch.compile the training step's model.")
+    freeze_batchnorm: bool = Field(
+        False, description="Keep BatchNorm statistics and affine weights of the image tower fixed (conv towers).")
+
+    @field_validator("custom_templates")
+    @classmethod
+    def _one_placeholder(cls, templates: list[str]) -> list[str]:
+        bad = [t for t in templates if t.count("{}") != 1]
+        if bad:
+            raise ValueError(f"each template needs exactly one '{{}}' for the class name: {bad[:3]}")
+        return templates
 
 
 class DataConfig(Section):
@@ -63,6 +81,28 @@ class OptimConfig(Section):
     batch_size: int = Field(32, ge=1, description="Images per step per worker.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the targets.")
     grad_clip: float | None = Field(1.0, gt=0, description="Max gradient norm; null for none.")
+    accumulation_steps: int = Field(
+        1, ge=1, description="Batches whose gradients are summed per optimizer step (effective batch: "
+        "batch_size x accumulation_steps x workers).")
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1, description="Exponential moving average of the weights with this decay per "
+        "optimizer step; the average is evaluated and saved. null: off.")
+
+
+class MethodConfig(Section):
+    name: Literal["ft", "flyp", "carft", "lp"] = Field(
+        "ft", description="ft: cross-entropy, whole image tower; flyp: contrastive image-prompt loss, both "
+        "towers; carft: cross-entropy + KL to the zero-shot context distribution; lp: the head only.")
+    init: Literal["zeroshot", "lp"] = Field(
+        "zeroshot", description="The shared head init: zeroshot (from prompts) or lp (a linear probe on frozen "
+        "features, fitted once per sweep). LP-FT is init lp with name ft.")
+    lp_l2: float = Field(1e-4, ge=0, description="L2 penalty of the linear-probe init (init: lp).")
+    lp_steps: int = Field(100, ge=1, description="L-BFGS iterations of the linear-probe init (init: lp).")
+    kl_weight: float = Field(1.0, ge=0, description="carft: weight of the KL term.")
+    contexts: list[str] = Field(
+        default_factory=lambda: ["photo", "sketch", "painting", "cartoon", "rendering", "drawing", "sculpture",
+                                 "tattoo", "embroidery", "origami", "toy", "video game image"],
+        min_length=2, description="carft: the contexts of the 'a {context} of a {class}.' prompts.")
 
 
 class AugConfig(Section):
@@ -82,6 +122,7 @@ class TrainConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
     aug: AugConfig = Field(default_factory=AugConfig)
     seed: int = Field(0, ge=0, description="Seed for initial shuffles, augmentation and mixup.")
     precision: Literal["auto", "bf16", "fp32"] = Field(

@@ -38,3 +38,18 @@ def loss_and_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
         (logits.argmax(-1) == labels).sum().float(),
         torch.tensor(float(len(labels)), device=logits.device),
     ])
+
+
+@torch.no_grad()
+def image_features(model: nn.Module, images: torch.Tensor, device: torch.device, precision: str = "auto",
+                   batch_size: int = 256) -> torch.Tensor:
+    """float32 L2-normalised features (N, dim) of an ImageClassifier's image tower for uint8 images."""
+    was_training = model.training
+    model.eval()
+    chunks = []
+    with autocast_for(device, precision):
+        for start in range(0, len(images), batch_size):
+            batch = images[start:start + batch_size].to(device, non_blocking=True).float().div_(255)
+            chunks.append(model.features(batch).float())
+    model.train(was_training)
+    return torch.nn.functional.normalize(torch.cat(chunks), dim=-1)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
+
+from trainers.distributed import all_reduce_sum
 
 EPOCH = "epoch"
 STEP = "step"
@@ -15,6 +18,10 @@ VAL_TOP1 = "val/top1"
 HELDOUT_TOP1 = "heldout/top1"
 TEST_TOP1 = "test/top1"
 DIVERGED = "diverged"  # 1.0 in the last report of a run whose training loss went non-finite
+
+
+VAL_MACRO_F1 = "val/macro_f1"
+VAL_ECE = "val/ece"
 
 
 def top1_name(split: str) -> str:
@@ -95,3 +102,71 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor) -> dict[st
     return {"top1": top1(logits, labels.to(logits.device)),
             "macro_f1": macro_f1(preds, labels, num_classes),
             "ece": expected_calibration_error(logits, labels)}
+
+
+# Evaluation during training, from sufficient statistics: each DDP rank accumulates, on its device and
+# without host syncs, the confusion matrix, the summed loss and per-confidence-bin sums for ECE; one
+# all-reduce then gives every rank the metrics of the whole split.
+class EvalStats:
+    """Sufficient statistics of one split's predictions (float64 so sums of counts stay exact)."""
+
+    def __init__(self, num_classes: int, device: torch.device | str = "cpu", bins: int = ECE_BINS):
+        self.num_classes, self.bins = num_classes, bins
+        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)  # [true, pred]
+        self.bin_count = torch.zeros(bins, dtype=torch.float64, device=device)
+        self.bin_correct = torch.zeros(bins, dtype=torch.float64, device=device)
+        self.bin_confidence = torch.zeros(bins, dtype=torch.float64, device=device)
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> "EvalStats":
+        logits, labels = logits.detach().double(), labels.to(logits.device).long()
+        c = self.num_classes
+        self.loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        confidence, preds = torch.softmax(logits, dim=-1).max(-1)
+        self.confusion += torch.bincount(labels * c + preds, minlength=c * c).view(c, c).double()
+        edges = torch.linspace(0, 1, self.bins + 1, dtype=torch.float64, device=logits.device)[1:-1]
+        ids = torch.bucketize(confidence, edges, right=False)  # bins (lo, hi], as metrics.expected_calibration_error
+        self.bin_count.index_add_(0, ids, torch.ones_like(confidence))
+        self.bin_correct.index_add_(0, ids, (preds == labels).double())
+        self.bin_confidence.index_add_(0, ids, confidence)
+        return self
+
+    def all_reduce(self) -> "EvalStats":
+        """Sum the statistics over DDP ranks (in place; one collective call)."""
+        parts = [self.confusion, self.bin_count, self.bin_correct, self.bin_confidence, self.loss_sum]
+        flat = all_reduce_sum(torch.cat([t.reshape(-1) for t in parts]))
+        offset = 0
+        for t in parts:
+            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
+        return self
+
+    def summary(self, split: str) -> dict[str, float]:
+        """`<split>/top1`, `/loss`, `/macro_f1`, `/ece` as Python floats (one host transfer)."""
+        count = self.confusion.sum()
+        _, _, f1, support = self.per_class()
+        predicted = self.confusion.sum(0)
+        seen = (support + predicted) > 0  # scikit-learn's macro average: classes in labels or predictions
+        values = torch.stack([
+            self.confusion.diagonal().sum() / count.clamp(min=1),
+            self.loss_sum / count.clamp(min=1),
+            f1[seen].sum() / seen.sum().clamp(min=1),
+            (self.bin_correct - self.bin_confidence).abs().sum() / count.clamp(min=1),
+        ]).tolist()
+        return dict(zip((f"{split}/top1", f"{split}/loss", f"{split}/macro_f1", f"{split}/ece"), values))
+
+    def per_class(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Precision, recall, F1 and support per class; 0 where undefined (scikit-learn's zero_division=0)."""
+        tp = self.confusion.diagonal()
+        predicted, support = self.confusion.sum(0), self.confusion.sum(1)
+        precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))
+        recall = torch.where(support > 0, tp / support.clamp(min=1), torch.zeros_like(tp))
+        denominator = predicted + support
+        f1 = torch.where(denominator > 0, 2 * tp / denominator.clamp(min=1), torch.zeros_like(tp))
+        return precision, recall, f1, support
+
+    def per_class_table(self, classes: list[str]) -> dict[str, list]:
+        """The per-class report as columns (what mlflow.log_table takes): class, precision, recall, f1, support."""
+        precision, recall, f1, support = (t.cpu() for t in self.per_class())
+        return {"class": list(classes), "precision": precision.tolist(), "recall": recall.tolist(),
+                "f1": f1.tolist(), "support": [int(s) for s in support.tolist()]}

@@ -17,7 +17,7 @@ from torch import nn
 
 from trainers.config import ModelConfig
 from trainers.errors import UserError
-from trainers.prompts import TEMPLATES
+from trainers.prompts import class_prompts
 
 log = logging.getLogger(__name__)
 SHIPPED_CONFIGS = Path(__file__).parent / "model_configs"
@@ -39,8 +39,14 @@ class ImageClassifier(nn.Module):
         return input_size(self.visual)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.visual((images - self.mean) / self.std)
-        return self.head(F.normalize(features, dim=-1))
+        return self.head(self.features(images))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised image features (what the head and the text losses compare)."""
+        return F.normalize(self.visual(self.normalise(images)), dim=-1)
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean) / self.std
 
 
 def input_size(visual: nn.Module) -> int:
@@ -111,12 +117,38 @@ def tokenizer_for(cfg: ModelConfig):
 def zeroshot_weights(clip: nn.Module, tokenizer, classes: list[str], templates: list[str]) -> torch.Tensor:
     """(classes, dim) head weights: per class, the normalised mean of its normalised prompt embeddings,
     times CLIP's logit scale, so that head(normalised image features) equals CLIP's logits."""
+    return head_from_prompts(clip, tokenizer, [[t.format(name) for t in templates] for name in classes])
+
+
+@torch.no_grad()
+def head_from_prompts(clip: nn.Module, tokenizer, prompts: list[list[str]], batch_size: int = 256) -> torch.Tensor:
+    """Zero-shot head weights from each class's prompts (any number per class), on the text tower's device."""
+    was_training = clip.training
     clip.eval()
+    device = clip.logit_scale.device
     rows = []
-    for name in classes:
-        text = clip.encode_text(tokenizer([t.format(name) for t in templates]))
+    for class_prompts in prompts:
+        text = torch.cat([clip.encode_text(tokenizer(class_prompts[i:i + batch_size]).to(device)).float()
+                          for i in range(0, len(class_prompts), batch_size)])
         rows.append(F.normalize(F.normalize(text, dim=-1).mean(0), dim=0))
-    return clip.logit_scale.exp() * torch.stack(rows)
+    clip.train(was_training)
+    return clip.logit_scale.exp().float() * torch.stack(rows)
+
+
+def text_tower_state(clip: nn.Module) -> dict[str, torch.Tensor]:
+    """Every CLIP weight outside the image tower: what the text losses (FLYP, CaRFT) need besides it."""
+    return {k: v for k, v in clip.state_dict().items() if not k.startswith("visual.")}
+
+
+def clip_with_tower(cfg: ModelConfig, classifier: "ImageClassifier", text_state: dict[str, torch.Tensor]) -> nn.Module:
+    """A CLIP whose image tower *is* `classifier.visual` (shared, not copied) and whose text tower is `text_state`."""
+    clip = build_clip(cfg)
+    clip.visual = classifier.visual
+    missing, unexpected = clip.load_state_dict(text_state, strict=False)
+    missing = [k for k in missing if not k.startswith("visual.")]
+    if missing or unexpected:
+        raise ValueError(f"text tower does not fit {cfg.name}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return clip
 
 
 def preprocess_stats(clip: nn.Module) -> tuple[tuple, tuple]:
@@ -138,12 +170,17 @@ def build_classifier(cfg: ModelConfig, num_classes: int) -> ImageClassifier:
 
 def build_zeroshot_classifier(cfg: ModelConfig, classes: list[str]) -> ImageClassifier:
     """The base model of a sweep: pretrained image tower plus the zero-shot head of `classes`."""
+    return zeroshot_classifier_and_clip(cfg, classes)[0]
+
+
+def zeroshot_classifier_and_clip(cfg: ModelConfig, classes: list[str]) -> tuple[ImageClassifier, nn.Module]:
+    """The zero-shot classifier and the pretrained CLIP it came from (sharing its image tower)."""
     clip = build_clip(cfg, check_pretrained(cfg))
     model = _classifier(clip, len(classes))
     with torch.no_grad():
-        model.head.weight.copy_(zeroshot_weights(clip, tokenizer_for(cfg), classes, TEMPLATES[cfg.templates]))
+        model.head.weight.copy_(head_from_prompts(clip, tokenizer_for(cfg), class_prompts(cfg, classes)))
         model.head.bias.zero_()
-    return model
+    return model, clip
 
 
 def state_checksum(state: dict[str, torch.Tensor]) -> str:

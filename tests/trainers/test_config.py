@@ -53,11 +53,11 @@ def test_round_trip_keeps_the_config_equal(demo_data, tmp_path):
 
 
 @pytest.mark.parametrize("tree, expected", [
-    ({"optim": {"lrr": 1}}, "optim.lrr: unknown key (allowed here: batch_size, epochs"),
+    ({"optim": {"lrr": 1}}, "optim.lrr: unknown key (allowed here: accumulation_steps, batch_size, ema_decay, epochs"),
     ({"optim": {"epochs": "many"}}, "optim.epochs: Input should be a valid integer"),
     ({"optim": {"lr": 0}}, "optim.lr: Input should be greater than 0"),
     ({"optim": {"lr": -1e-5}}, "optim.lr: Input should be greater than 0"),
-    ({"modle": {}}, "modle: unknown key (allowed here: aug, data, mlflow, model"),
+    ({"modle": {}}, "modle: unknown key (allowed here: aug, data, method, mlflow, model"),
     ({"search": {"space": {"optim.lx": {"uniform": [0, 1]}}}}, "'optim.lx' is not a training config key"),
     ({"search": {"space": {"optim.lr": {"uniform": [-1, 1]}}}}, "search.space.optim.lr: value -1.0 is invalid"),
     ({"search": {"space": {"optim.lr": {"loguniform": [0, 1]}}}}, "loguniform needs low > 0"),
