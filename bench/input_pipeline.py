@@ -11,8 +11,8 @@ In one run: generate realistic JPEGs (about 500×375, about 80 KB, an ImageFolde
 - CPU cores busy during each training run: CPU seconds of this process and its children / wall seconds.
 
     python bench/input_pipeline.py                                   # H100 settings: 10,000 images, ViT-B-32
-    python bench/input_pipeline.py --images 256 --model soupsweep-tiny-vit --size 64 --batch 32 --steps 6 \
-        --workers 2                                                 # a CPU smoke run
+    python bench/input_pipeline.py --images 512 --model soupsweep-tiny-vit --size 32 --store-size 64 \
+        --batch 32 --warmup 3 --steps 10 --eval-images 512 --workers 2 --threads 1   # a CPU smoke run
 """
 from __future__ import annotations
 
@@ -187,6 +187,7 @@ def timed_eval(model, device: torch.device, batches, count: int) -> float:
 
 def measure_training(args, model, device, store: Path, src: Path, aug: AugConfig) -> dict[str, tuple[float, float]]:
     trainer = Trainer(model, device, aug)
+    timed_training(trainer, device_batches(args.size, args.batch, device), 3 * args.warmup, 1)  # first-call costs
     runs = {"tensors on device (ceiling)": lambda: device_batches(args.size, args.batch, device),
             "ours (store + loader)": lambda: loader_batches(
                 TrainLoader(str(store / "train"), aug, args.size, args.batch, 0, device)),
@@ -210,7 +211,7 @@ def measure_eval(args, model, device, store: Path, src: Path) -> dict[str, float
     build = len(cached) / (time.perf_counter() - start)
     count = min(args.eval_images, len(cached))
     ceiling = torch.randint(0, 256, (count, 3, args.size, args.size), dtype=torch.uint8, device=device)
-    timed_eval(model, device, cached_batches(ceiling, args.batch), 2 * args.batch)  # warm-up
+    timed_eval(model, device, cached_batches(ceiling, args.batch), 4 * args.batch)  # first-call costs
     results = {"model only (tensors on device)": timed_eval(model, device, cached_batches(ceiling, args.batch), count),
                "ours: a pass over the cache": timed_eval(model, device, cached_batches(cached.images[:count], args.batch),
                                                          count),
@@ -233,6 +234,8 @@ def parse_args(argv):
     parser.add_argument("--workers", type=int, default=16, help="DataLoader workers of the PIL baseline")
     parser.add_argument("--randaug", type=int, default=2, help="RandAugment ops per image (magnitude 9)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice); on a "
+                        "small shared CPU 1 avoids threads spinning at barriers while others hold the cores")
     parser.add_argument("--dir", help="working directory (default: a temporary one)")
     return parser.parse_args(argv)
 
@@ -240,6 +243,8 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     work = Path(args.dir or tempfile.mkdtemp(prefix="soupsweep-bench-"))
     src, store = work / "jpegs", work / "store"
     start = time.perf_counter()

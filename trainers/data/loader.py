@@ -12,6 +12,7 @@ of the training step.
 """
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from dataclasses import dataclass
@@ -101,13 +102,44 @@ class TrainLoader:
         epoch goes, into a shuffle buffer, so an epoch starts without reading all of its slice first."""
         gen = self.generator(epoch)
         rows = ShuffleBuffer(self.chunks(epoch, gen), self.shuffle_rows + self.batch_size)
+        side = SideStream(self.device)
 
-        def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-            blobs, labels = rows.take(self.batch_size, gen)
-            images = decode_batch(blobs, self.device)
-            return self.augment(images, gen), torch.tensor(labels, dtype=torch.int64).to(self.device, non_blocking=True)
+        def batch(step: int):
+            with side.active():
+                blobs, labels = rows.take(self.batch_size, gen)
+                images = decode_batch(blobs, self.device)
+                made = self.augment(images, gen), torch.tensor(labels, dtype=torch.int64).to(self.device)
+                return made, side.mark()
 
-        return prefetched(batch, self.steps_per_epoch, self.prefetch)
+        for made, ready in prefetched(batch, self.steps_per_epoch, self.prefetch):
+            yield side.hand_over(made, ready)
+
+
+class SideStream:
+    """On CUDA, the loader's thread queues its work on a stream of its own: the copies and syncs inside
+    decoding and augmentation then wait for the loader's work only, never for the training step queued on
+    the main stream. The step's stream waits for a batch's event before using it. Elsewhere: no-ops."""
+
+    def __init__(self, device: torch.device):
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def active(self):
+        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+
+    def mark(self):
+        if self.stream is None:
+            return None
+        event = torch.cuda.Event()
+        event.record(self.stream)
+        return event
+
+    def hand_over(self, tensors: tuple[torch.Tensor, ...], ready) -> tuple[torch.Tensor, ...]:
+        if ready is not None:
+            main = torch.cuda.current_stream(tensors[0].device)
+            main.wait_event(ready)
+            for tensor in tensors:
+                tensor.record_stream(main)  # the allocator must not reuse it until the step is done with it
+        return tensors
 
 
 class ShuffleBuffer:
