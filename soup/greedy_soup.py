@@ -19,28 +19,44 @@ def keeps(score: float, best: float, tie_rule: str) -> bool:
     return score >= best if tie_rule == ">=" else score > best
 
 
-def trace_row(step: int, scored: Scored, candidate: float, best: float, accepted: bool) -> dict:
-    return {"step": step, "trial_id": scored.trial_id, "ingredient_heldout": scored.heldout_top1,
+def trace_row(step: int, trial_id: str, own_heldout: float, candidate: float, best: float, accepted: bool) -> dict:
+    return {"step": step, "trial_id": trial_id, "ingredient_heldout": own_heldout,
             "candidate_heldout": candidate, "soup_heldout": best, "accepted": accepted}
+
+
+class GreedyWalk:
+    """The state of a greedy soup that ingredients are offered to one by one: a running sum of the
+    members and the soup's held-out accuracy. The offline greedy soup walks ingredients sorted by
+    held-out accuracy; the sweep's anytime soup walks them as trials finish (soup.anytime)."""
+
+    def __init__(self, evaluator, tie_rule: str):
+        self.evaluator, self.tie_rule = evaluator, tie_rule
+        self.running = RunningSum(getattr(evaluator, "device", "cpu"))
+        self.best: float | None = None  # held-out accuracy of the soup; None while it is empty
+        self.members: list[str] = []
+        self.trace: list[dict] = []
+
+    def offer(self, trial_id: str, own_heldout: float, weights: dict[str, torch.Tensor]) -> bool:
+        """Add `weights` if the soup's held-out accuracy does not drop (the first offer always stays)."""
+        if self.best is None:
+            score, accepted = own_heldout, True
+        else:
+            score = self.evaluator.heldout_top1(self.running.mean_with(weights), soup=True)
+            accepted = keeps(score, self.best, self.tie_rule)
+        if accepted:
+            self.running.add(weights)
+            self.members.append(trial_id)
+            self.best = score
+        self.trace.append(trace_row(len(self.trace), trial_id, own_heldout, score, self.best, accepted))
+        return accepted
 
 
 def greedy_select(order: list[Scored], ctx: SoupContext) -> tuple[RunningSum, list[str], list[dict]]:
     """Walk `order`, keeping each candidate whose addition does not lower held-out accuracy."""
-    running = RunningSum(getattr(ctx.evaluator, "device", "cpu"))
-    running.add(ctx.load(order[0]))
-    best, members = order[0].heldout_top1, [order[0].trial_id]
-    trace = [trace_row(0, order[0], best, best, True)]
-    for step, scored in enumerate(order[1:], start=1):
-        candidate = ctx.load(scored)
-        score = ctx.evaluator.heldout_top1(running.mean_with(candidate), soup=True)
-        accepted = keeps(score, best, ctx.tie_rule)
-        if accepted:
-            running.add(candidate)
-            members.append(scored.trial_id)
-            best = score
-        trace.append(trace_row(step, scored, score, best, accepted))
-        del candidate  # one candidate in memory at a time
-    return running, members, trace
+    walk = GreedyWalk(ctx.evaluator, ctx.tie_rule)
+    for scored in order:
+        walk.offer(scored.trial_id, scored.heldout_top1, ctx.load(scored))  # one candidate in memory at a time
+    return walk.running, walk.members, walk.trace
 
 
 def greedy_soup(pool: list[Scored], ctx: SoupContext) -> MethodResult:

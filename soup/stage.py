@@ -38,10 +38,11 @@ class SoupOutcome:
 
 
 def make_soups(ingredients: list[Ingredient], base: Base, options: SoupOptions, workdir: Path,
-               evaluator: Evaluator | None = None) -> SoupOutcome:
+               evaluator: Evaluator | None = None, anytime_members: list[str] | None = None) -> SoupOutcome:
     """Evaluate the usable ingredients once, then run the planned methods on the cached evaluations.
     Soups are written to `workdir`/soups as they are made (the caller owns `workdir`). `evaluator`:
-    one already holding the model and the evaluation sets (benchmarks), else built from `base`."""
+    one already holding the model and the evaluation sets (benchmarks), else built from `base`.
+    `anytime_members`: the members of the sweep's running anytime soup, which `anytime` starts from."""
     skipped: dict[str, str] = {}
     candidates = []
     for ingredient in ingredients:
@@ -58,7 +59,8 @@ def make_soups(ingredients: list[Ingredient], base: Base, options: SoupOptions, 
         raise UserError(f"no usable ingredients among {len(ingredients)} trials: {_listed(skipped)}")
     if scoring.moved_batchnorm:
         evaluator.recalibrate = recalibrator(base, evaluator, scoring.moved_batchnorm, options.bn_images)
-    ctx = SoupContext(evaluator, options, base.file, spool_dir=workdir / "soups", soup_meta=soup_meta(base))
+    ctx = SoupContext(evaluator, options, base.file, spool_dir=workdir / "soups", soup_meta=soup_meta(base),
+                      anytime_members=anytime_members)
     for name in tqdm(options.planned_methods(), desc="soup methods"):
         made = METHODS[name](scoring.scored, ctx)
         for result in made if isinstance(made, list) else [made]:

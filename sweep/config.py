@@ -79,6 +79,9 @@ class SearchConfig(Section):
     max_concurrent_trials: int | None = Field(None, ge=1, description="null: as many as the cluster fits")
     asha: AshaConfig | None = Field(None, description="ASHA early stopping on val/top1 per epoch; null: off")
     time_budget_s: float | None = Field(None, gt=0, description="stop the search after this many seconds")
+    objective: Literal["val_top1", "soup_gain"] = Field(
+        "val_top1", description="what the search algorithm maximises: each trial's own val/top1, or "
+        "soup_gain, the rise in the anytime soup's held-out accuracy the trial brought (0 if not kept)")
 
     @model_validator(mode="after")
     def _grid_needs_choices(self) -> "SearchConfig":
@@ -87,6 +90,15 @@ class SearchConfig(Section):
             if other:
                 raise ValueError(f"search.algorithm grid needs a choice domain for every key; not for {other}")
         return self
+
+
+class AnytimeConfig(Section):
+    enabled: bool = Field(True, description="offer each trial that ran all its epochs to a greedy soup that "
+                          "grows during the sweep (one held-out pass per trial); the parent run shows it")
+    gpus: float = Field(0, ge=0, description="GPUs reserved for the anytime soup's evaluator (fractions "
+                        "allowed, e.g. 0.25); 0 evaluates on CPU")
+    stop_after: int | None = Field(None, ge=1, description="end the sweep when the soup's held-out accuracy "
+                                   "has not improved for this many finished trials; null: off")
 
 
 class ResourcesConfig(Section):
@@ -124,6 +136,7 @@ class SweepConfig(TrainConfig):
     storage_path: str = Field("soupsweep-results", description="Ray storage: local/NFS path, s3:// or gs://")
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     soup: SoupSection = Field(default_factory=SoupSection)
+    anytime: AnytimeConfig = Field(default_factory=AnytimeConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -136,6 +149,15 @@ class SweepConfig(TrainConfig):
     @classmethod
     def _storage_absolute(cls, path: str) -> str:
         return path if "://" in path else str(Path(path).expanduser().resolve())
+
+    @model_validator(mode="after")
+    def _anytime_features_need_it(self) -> "SweepConfig":
+        if not self.anytime.enabled:
+            if self.search.objective == "soup_gain":
+                raise ValueError("search.objective soup_gain needs the anytime soup: set anytime.enabled: true")
+            if self.anytime.stop_after:
+                raise ValueError("anytime.stop_after needs the anytime soup: set anytime.enabled: true")
+        return self
 
     @model_validator(mode="after")
     def _space_keys_are_training_keys(self) -> "SweepConfig":

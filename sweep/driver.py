@@ -18,13 +18,16 @@ from ray import tune
 
 from soup.ingredients import Ingredient, write_manifest
 from soup.pipeline import SoupRun, soup_experiment
-from soup.records import (TAG_BASE, TAG_BASE_CHECKSUM, TAG_MANIFEST, TAG_STORAGE, find_experiment,
+from soup.records import (TAG_BASE, TAG_BASE_CHECKSUM, TAG_MANIFEST, TAG_STORAGE, TAG_TRIAL_ID, find_experiment,
                           require_sweep_run)
 from sweep.cluster import check_storage_writable, connect_ray, trial_concurrency
+from sweep.anytime import SoupPlateau, start_anytime_actor, stop_reason
 from sweep.config import SweepConfig
-from sweep.manifest import collect_ingredients
-from sweep.space import SEARCH_METRIC, SEARCH_MODE, param_space, scheduler, search_algorithm
-from sweep.tracking import TrialRuns, close_interrupted_trials, open_sweep_run, require_new_sweep
+from sweep.manifest import collect_ingredients, final_checkpoint
+from sweep.space import param_space, scheduler, search_algorithm
+from sweep.tracking import (TAG_OFFER_ORDER, TrialRuns, close_interrupted_trials, open_sweep_run,
+                            require_new_sweep, trial_runs_of)
+from sweep.trial import train_run_name
 from sweep.trial import TrialSpec, run_trial
 from trainers.base import write_base_checkpoint
 from trainers.checkpoint import upload_checkpoint
@@ -32,6 +35,7 @@ from trainers.data.store import check_dataset
 
 log = logging.getLogger(__name__)
 CONFIG_ARTIFACT = "sweep_config.json"
+TAG_STOP_REASON = "soupsweep.stop_reason"
 
 
 @dataclass
@@ -81,18 +85,20 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
                 TAG_BASE_CHECKSUM: checksum}
         experiment_id, sweep_run_id = open_sweep_run(client, name, tags, cfg.to_params())
         client.log_dict(sweep_run_id, cfg.model_dump(mode="json"), CONFIG_ARTIFACT)
-        callback = TrialRuns(cfg.mlflow.tracking_uri, experiment_id, sweep_run_id, cfg.train_config())
+        callback = TrialRuns(cfg.mlflow.tracking_uri, experiment_id, sweep_run_id, cfg.train_config(),
+                             name if cfg.anytime.enabled else None)
+        anytime = start_anytime(cfg, paths)
         tuner = tune.Tuner(
             trainable(cfg, paths),
             param_space=param_space(cfg.search),
             tune_config=tune.TuneConfig(
-                num_samples=cfg.search.num_samples, metric=SEARCH_METRIC, mode=SEARCH_MODE,
-                search_alg=search_algorithm(cfg.search, concurrency),
+                num_samples=cfg.search.num_samples, search_alg=search_algorithm(cfg.search, concurrency),
                 scheduler=scheduler(cfg.search, max_epochs(cfg)), time_budget_s=cfg.search.time_budget_s),
             run_config=tune.RunConfig(name=paths.name, storage_path=cfg.storage_path, callbacks=[callback],
+                                      stop=SoupPlateau(cfg.anytime.stop_after) if cfg.anytime.stop_after else None,
                                       verbose=1),
         )
-        return finish(cfg, client, experiment_id, sweep_run_id, paths, tuner)
+        return finish(cfg, client, experiment_id, sweep_run_id, paths, tuner, anytime)
 
 
 def resume_sweep(tracking_uri: str, experiment: str) -> SweepOutcome:
@@ -107,25 +113,60 @@ def resume_sweep(tracking_uri: str, experiment: str) -> SweepOutcome:
     paths = SweepPaths(sweep_run.data.tags[TAG_STORAGE], found.name)
     client.update_run(sweep_run.info.run_id, "RUNNING")
     with connect_ray():
+        anytime = start_anytime(cfg, paths)
+        if anytime is not None:
+            replay_offers(client, found.experiment_id, sweep_run.info.run_id, paths, anytime)
         tuner = tune.Tuner.restore(paths.tune_dir, trainable(cfg, paths), resume_unfinished=True,
                                    resume_errored=True)
-        return finish(cfg, client, found.experiment_id, sweep_run.info.run_id, paths, tuner)
+        return finish(cfg, client, found.experiment_id, sweep_run.info.run_id, paths, tuner, anytime)
 
 
 def finish(cfg: SweepConfig, client: MlflowClient, experiment_id: str, sweep_run_id: str, paths: SweepPaths,
-           tuner: tune.Tuner) -> SweepOutcome:
+           tuner: tune.Tuner, anytime=None) -> SweepOutcome:
     """Run the Tuner, write the manifest, run the soup stage; the sweep run ends FINISHED or FAILED."""
     try:
         tuner.fit()
-        close_interrupted_trials(client, experiment_id, sweep_run_id)
+        summary = ray.get(anytime.summary.remote()) if anytime is not None else None
+        reason = (summary and stop_reason(summary, cfg.anytime.stop_after)) or ""
+        client.set_tag(sweep_run_id, TAG_STOP_REASON, reason or "the search ended (search.num_samples or "
+                       "search.time_budget_s)")
+        close_interrupted_trials(client, experiment_id, sweep_run_id,
+                                 reason or "stopped early when the search ended (search.time_budget_s)")
         ingredients = collect_ingredients(client, experiment_id, sweep_run_id, paths.storage, paths.name)
         write_manifest(paths.manifest, ingredients)
-        soup = soup_experiment(cfg.mlflow.tracking_uri, experiment_id, **cfg.soup.model_dump())
+        soup = soup_experiment(cfg.mlflow.tracking_uri, experiment_id, **soup_options(cfg, summary))
     except BaseException:
         client.set_terminated(sweep_run_id, "FAILED")
         raise
     client.set_terminated(sweep_run_id, "FINISHED")
     return SweepOutcome(paths.name, cfg.mlflow.tracking_uri, experiment_id, sweep_run_id, ingredients, soup)
+
+
+def soup_options(cfg: SweepConfig, anytime_summary: dict | None) -> dict:
+    """The sweep's soup section, plus the anytime soup (started from its members) when it has any."""
+    options = cfg.soup.model_dump()
+    if anytime_summary and anytime_summary["members"]:
+        options["methods"] = [*options["methods"], "anytime"] if "anytime" not in options["methods"] else options["methods"]
+        options["anytime_members"] = anytime_summary["members"]
+    return options
+
+
+def start_anytime(cfg: SweepConfig, paths: SweepPaths):
+    """The anytime soup's actor when the sweep keeps one (after the base is written), else None."""
+    if not cfg.anytime.enabled:
+        return None
+    return start_anytime_actor(paths.name, paths.base, cfg.soup.tie_rule, cfg.soup.init_tolerance, cfg.anytime.gpus)
+
+
+def replay_offers(client: MlflowClient, experiment_id: str, sweep_run_id: str, paths: SweepPaths, anytime) -> None:
+    """After a restart, offer the trials the anytime soup had seen again, in their recorded order."""
+    offered = [r for r in trial_runs_of(client, experiment_id, sweep_run_id) if TAG_OFFER_ORDER in r.data.tags]
+    for run in sorted(offered, key=lambda r: int(r.data.tags[TAG_OFFER_ORDER])):
+        trial_id = run.data.tags[TAG_TRIAL_ID]
+        checkpoint = final_checkpoint(paths.storage, train_run_name(paths.name, trial_id))
+        if checkpoint:
+            ray.get(anytime.offer.remote(trial_id, checkpoint))
+    log.info("anytime soup: replayed %d trials offered before the restart", len(offered))
 
 
 def prepare_base(cfg: SweepConfig, paths: SweepPaths) -> str:
@@ -143,7 +184,7 @@ def trainable(cfg: SweepConfig, paths: SweepPaths):
     spec = TrialSpec(base_config=cfg.train_config().model_dump(mode="json"), base_dir=paths.base,
                      storage_path=cfg.storage_path, experiment=paths.name, workers=res.workers,
                      cpus_per_worker=res.cpus_per_worker, gpus_per_worker=res.gpus_per_worker,
-                     max_failures=res.max_failures)
+                     max_failures=res.max_failures, anytime=cfg.anytime.enabled, objective=cfg.search.objective)
     return tune.with_resources(tune.with_parameters(run_trial, spec=spec), {"cpu": res.driver_cpus})
 
 

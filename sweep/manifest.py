@@ -8,8 +8,8 @@ from mlflow.tracking import MlflowClient
 
 from soup.ingredients import FAILED, USABLE, Ingredient
 from soup.records import KIND_TRIAL, TAG_KIND, TAG_PARENT, TAG_TRIAL_ID
-from sweep.trial import train_run_name
-from sweep.tracking import TAG_REASON, TAG_STATUS
+from sweep.trial import checkpoint_uri, train_run_name
+from sweep.tracking import TAG_OFFER_ORDER, TAG_REASON, TAG_STATUS
 from trainers.checkpoint import read_meta
 from trainers.config import TrainConfig
 
@@ -26,7 +26,7 @@ def collect_ingredients(client: MlflowClient, experiment_id: str, sweep_run_id: 
         row = Ingredient(tags[TAG_TRIAL_ID], tags.get(TAG_STATUS, FAILED), mlflow_run_id=run.info.run_id,
                          reason=tags.get(TAG_REASON, "")[-500:],
                          config=TrainConfig.from_params(run.data.params).model_dump(mode="json"),
-                         metrics=dict(run.data.metrics))
+                         metrics=dict(run.data.metrics), offer_order=int(tags.get(TAG_OFFER_ORDER, -1)))
         checkpoint = final_checkpoint(storage, train_run_name(name, row.trial_id))
         if checkpoint:
             row.checkpoint = checkpoint
@@ -45,5 +45,4 @@ def final_checkpoint(storage: str, run_name: str) -> str | None:
         return None
     if result.checkpoint is None:
         return None
-    scheme = storage.split("://")[0] + "://" if "://" in storage else ""
-    return scheme + result.checkpoint.path
+    return checkpoint_uri(storage, result.checkpoint.path)

@@ -11,7 +11,10 @@ from ray.tune.search.optuna import OptunaSearch
 from sweep.config import Domain, SearchConfig
 from trainers import metrics as M
 
-SEARCH_METRIC, SEARCH_MODE = M.VAL_TOP1, "max"
+# What the search algorithm maximises (search.objective). ASHA always stops on val/top1; each sets
+# its own metric, so Tune's own `metric` stays unset and no result needs keys it does not carry.
+OBJECTIVES = {"val_top1": M.VAL_TOP1, "soup_gain": "soup/gain"}  # sweep.anytime.SOUP_GAIN
+MODE = "max"
 # off_or_uniform is two Tune parameters, so that every search algorithm (Optuna too) can learn it.
 ON, VALUE = "#on", "#value"
 
@@ -50,7 +53,7 @@ def search_algorithm(search: SearchConfig, max_concurrent: int) -> Searcher | Ba
     The limit is set here because Tune ignores TuneConfig.max_concurrent_trials for a
     BasicVariantGenerator passed as search_alg: surplus trials would then wait forever on workers."""
     if search.algorithm == "optuna":
-        return ConcurrencyLimiter(OptunaSearch(metric=SEARCH_METRIC, mode=SEARCH_MODE, seed=search.seed),
+        return ConcurrencyLimiter(OptunaSearch(metric=OBJECTIVES[search.objective], mode=MODE, seed=search.seed),
                                   max_concurrent=max_concurrent)
     return BasicVariantGenerator(random_state=search.seed, max_concurrent=max_concurrent)
 
@@ -59,5 +62,6 @@ def scheduler(search: SearchConfig, max_epochs: int) -> TrialScheduler:
     """ASHA on val/top1 per epoch when configured; otherwise every trial runs all its epochs."""
     if search.asha is None:
         return FIFOScheduler()
-    return ASHAScheduler(time_attr=M.EPOCH, max_t=max_epochs, grace_period=search.asha.grace_period,
+    return ASHAScheduler(time_attr=M.EPOCH, metric=M.VAL_TOP1, mode=MODE, max_t=max_epochs,
+                         grace_period=search.asha.grace_period,
                          reduction_factor=search.asha.reduction_factor)

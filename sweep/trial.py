@@ -13,8 +13,10 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from sweep.anytime import SOUP_GAIN, offer_to_soup
 from sweep.space import resolve_overrides
 from sweep.worker import train_worker
+from trainers import metrics as M
 from trainers.config import TrainConfig
 
 
@@ -28,6 +30,8 @@ class TrialSpec:
     cpus_per_worker: float
     gpus_per_worker: float
     max_failures: int
+    anytime: bool = False  # offer the final checkpoint to the sweep's anytime soup
+    objective: str = "val_top1"  # search.objective
 
 
 def train_run_name(experiment: str, trial_id: str) -> str:
@@ -48,9 +52,38 @@ def run_trial(overrides: dict[str, Any], spec: TrialSpec) -> None:
         run_config=RunConfig(
             name=train_run_name(spec.experiment, trial_id),
             storage_path=spec.storage_path,
-            callbacks=[TuneReportCallback()],
+            callbacks=[ReportToTune({SOUP_GAIN: 0.0} if spec.objective == "soup_gain" else {})],
             checkpoint_config=CheckpointConfig(num_to_keep=1),  # the last epoch: the ingredient
             failure_config=FailureConfig(max_failures=spec.max_failures),
         ),
     )
-    trainer.fit()
+    result = trainer.fit()
+    if spec.anytime:
+        tune.report(soup_result(spec, trial_id, cfg, result))
+
+
+def soup_result(spec: TrialSpec, trial_id: str, cfg: TrainConfig, result) -> dict[str, float]:
+    """The trial's last Tune result: its anytime-soup outcome, beside the last epoch's metrics
+    (repeated so that every result carries what the scheduler reads)."""
+    last = result.metrics or {}  # Train V2: the metrics reported with the last checkpoint
+    complete = last.get(M.EPOCH) == cfg.optim.epochs  # diverged runs end without a final checkpoint
+    checkpoint = checkpoint_uri(spec.storage_path, result.checkpoint.path) if result.checkpoint else None
+    return {M.EPOCH: last.get(M.EPOCH, 0), M.VAL_TOP1: last.get(M.VAL_TOP1, 0.0),
+            **offer_to_soup(spec.experiment, trial_id, checkpoint, complete)}
+
+
+def checkpoint_uri(storage_path: str, path: str) -> str:
+    """A checkpoint's URI: Ray gives filesystem paths, without the storage's scheme (s3://, gs://)."""
+    return storage_path.split("://")[0] + "://" + path if "://" in storage_path else path
+
+
+class ReportToTune(TuneReportCallback):
+    """Forwards rank 0's reports to Tune, with defaults for keys that the search algorithm reads in
+    every result (the soup gain is only known once the trial has been offered to the soup)."""
+
+    def __init__(self, defaults: dict[str, float]):
+        super().__init__()
+        self.defaults = defaults
+
+    def after_report(self, run_context, metrics, checkpoint):
+        super().after_report(run_context, [{**self.defaults, **metrics[0]}, *metrics[1:]], checkpoint)

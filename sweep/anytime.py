@@ -1,0 +1,90 @@
+"""The anytime soup in a running sweep: a Ray actor holding soup.anytime.AnytimeSoup, offered each
+trial's final checkpoint by the trial itself, and a Tune stopper that ends the sweep when the soup
+stops improving.
+
+The trial function offers its checkpoint and reports the outcome as its last Tune result, so the
+search algorithm can learn from the soup gain (search.objective: soup_gain), the stopper and the
+MLflow callback see it, and offers reach the actor one at a time, in the order trials finish.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import ray
+import torch
+from ray import tune
+
+from soup.anytime import AnytimeSoup
+from soup.stage import base_from_checkpoint
+
+log = logging.getLogger(__name__)
+SOUP_GAIN = "soup/gain"
+OFFERED = "soup/offered"  # 1 in a trial's soup result (its last), 0 when it had nothing to offer
+REPORT_KEYS = {"accepted": "soup/accepted", "soup_heldout": "soup/heldout", "soup_size": "soup/size",
+               "order": "soup/order", "improved": "soup/improved", "ingredient_heldout": "soup/ingredient_heldout"}
+
+
+def actor_name(experiment: str) -> str:
+    return f"soupsweep-anytime-{experiment}"
+
+
+@ray.remote(num_cpus=0)
+class AnytimeSoupActor:
+    """One per sweep, named after the experiment, alive as long as the sweep driver."""
+
+    def __init__(self, base_uri: str, tie_rule: str, tolerance: float):
+        self.workdir = Path(tempfile.mkdtemp(prefix="soupsweep-anytime-"))
+        base = base_from_checkpoint(base_uri, self.workdir)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.soup = AnytimeSoup(base, device, tie_rule, tolerance, self.workdir)
+
+    def offer(self, trial_id: str, checkpoint: str) -> dict:
+        return self.soup.offer(trial_id, checkpoint).as_dict()
+
+    def summary(self) -> dict:
+        return self.soup.summary()
+
+
+def start_anytime_actor(experiment: str, base_uri: str, tie_rule: str, tolerance: float, gpus: float):
+    """The sweep's anytime soup actor (its handle keeps it alive: hold it until the soup stage)."""
+    return AnytimeSoupActor.options(name=actor_name(experiment), num_gpus=gpus).remote(
+        base_uri, tie_rule, tolerance)
+
+
+def offer_to_soup(experiment: str, trial_id: str, checkpoint: str | None, complete: bool) -> dict[str, float]:
+    """Called by a trial after training: offer a complete run's final checkpoint to the anytime soup;
+    returns the metrics of the trial's soup result."""
+    if not (checkpoint and complete):
+        return {OFFERED: 0.0, SOUP_GAIN: 0.0}
+    offer = ray.get(ray.get_actor(actor_name(experiment)).offer.remote(trial_id, checkpoint))
+    metrics = {OFFERED: 1.0, SOUP_GAIN: float(offer["gain"])}
+    metrics.update({key: float(offer[field]) for field, key in REPORT_KEYS.items()})
+    return metrics
+
+
+class SoupPlateau(tune.Stopper):
+    """Ends the sweep once `patience` offered trials in a row did not raise the soup's held-out accuracy."""
+
+    def __init__(self, patience: int):
+        self.patience, self.without_improvement = patience, 0
+        self.seen: set[str] = set()  # Tune passes a finished trial's last result twice (once with done)
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        if result.get(OFFERED) and trial_id not in self.seen:
+            self.seen.add(trial_id)
+            self.without_improvement = 0 if result.get(REPORT_KEYS["improved"]) else self.without_improvement + 1
+        return False
+
+    def stop_all(self) -> bool:
+        return self.without_improvement >= self.patience
+
+
+def stop_reason(summary: dict, patience: int | None) -> str:
+    """Why the search ended, as the sweep run records it, when the anytime stopping rule ended it."""
+    if patience and summary["trials_without_improvement"] >= patience:
+        return (f"anytime.stop_after: the soup's held-out accuracy ({summary['soup_heldout']:.4f}) did not "
+                f"improve for {summary['trials_without_improvement']} finished trials")
+    return ""
+
