@@ -85,7 +85,7 @@ def _config(inputs: ExplicitInputs, meta: dict | None) -> TrainConfig:
     missing = [f"--{k}" for k in ("heldout", "test") if not getattr(cfg.data, k)]
     if missing:
         raise UserError(f"{' and '.join(missing)} needed: the soup selects on a held-out split and reports on "
-                        "a test split (Parquet files written by trainers.data.store.write_split)")
+                        "a test split (store directories built by python -m trainers.data.build, or Parquet files)")
     return cfg
 
 

@@ -17,7 +17,7 @@ DECODE_BATCH = 256  # images decoded per call: bounds the float canvas while loa
 
 @dataclass
 class CachedSet:
-    """uint8 images (N, 3, S, S) and int64 labels on one device; `covers` (class indices) when the set covers
+    """uint8 images (N, 3, S, S) and int64 labels on one device; `covers` (class names) when the set covers
     only some classes: its logits are then projected onto them."""
 
     images: torch.Tensor
