@@ -157,11 +157,12 @@ def test_mlflow_ui_shows_the_soup_run(demo, tmp_path, output_dir, record_propert
             rows = page.get_by_role("row")
             rows.last.scroll_into_view_if_needed()
             page.screenshot(path=str(shot))
-            shown = dict(rows.nth(i).inner_text().split("\n")[:2] for i in range(rows.count()))
+            cells = [rows.nth(i).inner_text().split("\n") for i in range(rows.count())]
         finally:
             browser.close()
     record_property("screenshot", str(attach(shot, output_dir)))
     assert shot.stat().st_size > 10_000
+    shown = {cell[0].strip(): cell[1].strip() for cell in cells if len(cell) >= 2}  # metric -> value shown
     values = metrics(run)
     for method in METHODS:
         name = f"{method}/test/top1"
