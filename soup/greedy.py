@@ -39,6 +39,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     method.add_argument("--tie-rule", choices=[">=", ">"], help="greedy: keep a candidate on a tie (>=, the "
                         "paper's recipe, default) or not (>)")
     method.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    method.add_argument("--eval-workers", help="Ray workers that evaluate the ingredients in parallel: auto "
+                        "(default: one per free GPU when Ray is running or RAY_ADDRESS is set and at least two "
+                        "are free, else none), 0 (in this process) or N (N workers, one GPU each when the "
+                        "cluster has GPUs; starts a local Ray if none is running)")
     method.add_argument("--greedy-repeats", type=int, help="extra greedy soups over random orders (spread)")
     method.add_argument("--wiseft-alphas", help="comma-separated α values (default 0,0.1,...,1)")
     method.add_argument("--wiseft-targets", help=f"comma-separated among best,{','.join(SOUP_METHODS)} "
@@ -63,7 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def soup_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options given on the command line (the others keep SoupOptions' defaults)."""
     given = {"methods": parse_methods(args.methods) if args.methods else None, "tie_rule": args.tie_rule,
-             "device": args.device, "greedy_repeats": args.greedy_repeats, "learned_steps": args.learned_steps,
+             "device": args.device, "eval_workers": args.eval_workers, "greedy_repeats": args.greedy_repeats,
+             "learned_steps": args.learned_steps,
              "register_as": args.register_as, "register_method": args.register_method,
              "wiseft_alphas": _floats(args.wiseft_alphas), "wiseft_targets": _names(args.wiseft_targets)}
     return {k: v for k, v in given.items() if v is not None}

@@ -21,6 +21,10 @@ class SoupOptions(Section):
                                description="soup and ensemble methods to run, by registered name")
     tie_rule: Literal[">=", ">"] = Field(">=", description="greedy soup: keep ties (>=, the paper's recipe) or not (>)")
     device: str = Field("auto", description="where the soup stage evaluates: auto, cpu, cuda, cuda:N")
+    eval_workers: int | Literal["auto"] = Field(
+        "auto", description="Ray workers that evaluate the ingredients in parallel (0: in this process; "
+        "auto: one per free GPU when Ray is running and at least two are free, else 0; N: N workers, "
+        "one GPU each when the cluster has GPUs, else CPU workers)")
     greedy_repeats: int = Field(0, ge=0, description="extra greedy soups over random ingredient orders, "
                                 "reported as a spread (0: none)")
     greedy_seed: int = Field(0, ge=0, description="seed of the random orders of greedy_repeats")
@@ -46,6 +50,13 @@ class SoupOptions(Section):
         if unknown or not methods:
             raise ValueError(f"unknown soup methods {unknown or 'empty list'}; choose from {list(METHODS)}")
         return methods
+
+    @field_validator("eval_workers")
+    @classmethod
+    def _workers(cls, workers: int | str) -> int | str:
+        if workers != "auto" and workers < 0:
+            raise ValueError("give 0 (in this process), a number of Ray workers, or auto")
+        return workers
 
     @field_validator("wiseft_alphas")
     @classmethod

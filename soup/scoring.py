@@ -12,10 +12,11 @@ from tqdm import tqdm
 from soup.batchnorm import STATS, batchnorm_layers, moved_layers
 from soup.evaluation import Evaluator, Scored, accuracy
 from soup.ingredients import FINISHED, Ingredient
+from soup.parallel import RemoteEvaluation, worker_count
 from soup.screening import Reference, distance_problem, meta_problem, weights_problem
 from soup.sources import Converter, UnreadableWeights, Weights, read_weights
 from soup.statedict import normalise_keys
-from soup.tensorfile import TensorFile
+from soup.tensorfile import TensorFile, read_tensors
 from trainers.config import TrainConfig
 from trainers.data.store import read_split
 
@@ -41,20 +42,48 @@ class Scoring:
 
 
 def score_ingredients(candidates: list[Ingredient], base: Base, evaluator: Evaluator, tolerance: float,
-                      workdir: Path, skipped: dict[str, str]) -> Scoring:
-    """Evaluate each candidate once; record in `skipped` why any is left out."""
+                      workdir: Path, skipped: dict[str, str], eval_workers: int | str = 0) -> Scoring:
+    """Evaluate each candidate once; record in `skipped` why any is left out. `eval_workers` (see
+    soup.parallel.worker_count): Ray workers that run the forward passes while this process reads and
+    checks every candidate; 0: all in this process."""
+    workers = worker_count(eval_workers)
+    remote = RemoteEvaluation([c.checkpoint for c in candidates], base.config, base.classes,
+                              workers) if workers else None
+    try:
+        checked, moved = check_candidates(candidates, base, evaluator, tolerance, workdir, skipped,
+                                          evaluate=remote is None)
+        if remote is not None:
+            checked = remote_logits(remote, checked, evaluator, skipped)
+    finally:
+        if remote is not None:
+            remote.close()
+    heldout = evaluator.labels("heldout")
+    return Scoring([Scored(c.ingredient, c.logits, accuracy(c.logits["heldout"], heldout), c.file)
+                    for c in checked], moved)
+
+
+@dataclass
+class Checked:
+    """A candidate that read and fits: its place among the candidates, its spooled weights, its logits."""
+
+    index: int
+    ingredient: Ingredient
+    file: Path
+    logits: dict[str, torch.Tensor] | None = None  # None until evaluated (by a Ray worker)
+
+
+def check_candidates(candidates: list[Ingredient], base: Base, evaluator: Evaluator, tolerance: float,
+                     workdir: Path, skipped: dict[str, str], evaluate: bool) -> tuple[list[Checked], set[str]]:
+    """Read and check every candidate once (evaluating it too, when `evaluate`); also the BatchNorm
+    layers whose statistics some ingredient moved."""
     converter = Converter(base.config.model, base.classes)
     reference = base_reference(base) if base.file else None
     layers = list(batchnorm_layers(evaluator.model))
-    scored, moved = [], set()
-    for ingredient in tqdm(candidates, desc="evaluating ingredients"):
-        try:
-            weights = read_weights(ingredient.checkpoint, workdir, converter)
-        except UnreadableWeights as err:  # the message names the file and what is wrong with it
-            _skip(skipped, ingredient, f"unreadable checkpoint: {err}")
-            continue
-        except Exception as err:  # a missing file, a storage error: leave it out, keep souping the rest
-            _skip(skipped, ingredient, f"unreadable checkpoint {ingredient.checkpoint}: {type(err).__name__}: {err}")
+    checked, moved = [], set()
+    for index, ingredient in enumerate(tqdm(candidates, desc="evaluating ingredients" if evaluate
+                                            else "reading and checking ingredients")):
+        weights = _read(ingredient, workdir, converter, skipped)
+        if weights is None:
             continue
         ref = reference or first_reference(ingredient, weights)
         problem = check(weights, ref, tolerance, ingredient.status == FINISHED)
@@ -65,10 +94,46 @@ def score_ingredients(candidates: list[Ingredient], base: Base, evaluator: Evalu
         if layers and ref.file is not None:
             moved |= moved_layers(layers, weights.state, {f"{n}.{s}": ref.file.get(f"{n}.{s}")
                                                           for n in layers for s in STATS})
-        logits = evaluator.logits(weights.state)
-        scored.append(Scored(ingredient, logits, accuracy(logits["heldout"], evaluator.labels("heldout")),
-                             weights.file))
-    return Scoring(scored, moved)
+        checked.append(Checked(index, ingredient, weights.file, evaluator.logits(weights.state) if evaluate else None))
+    return checked, moved
+
+
+def remote_logits(remote: RemoteEvaluation, checked: list[Checked], evaluator: Evaluator,
+                  skipped: dict[str, str]) -> list[Checked]:
+    """The checked candidates with the logits their Ray worker computed, as results arrive; a candidate
+    whose worker failed is evaluated in this process from its spooled weights (or left out, saying why)."""
+    by_index = {c.index: c for c in checked}
+    for index, result in tqdm(remote.results(list(by_index)), total=len(by_index),
+                              desc=f"evaluating ingredients on {len(remote.actors)} Ray workers"):
+        entry = by_index[index]
+        if not isinstance(result, Exception):
+            entry.logits = {name: t.to(evaluator.device) for name, t in result.items()}
+            continue
+        log.warning("the Ray worker evaluating trial %s failed (%s): evaluating it in this process",
+                    entry.ingredient.trial_id, _first_line(result))
+        try:
+            entry.logits = evaluator.logits(normalise_keys(read_tensors(entry.file)))
+        except Exception as err:
+            _skip(skipped, entry.ingredient, f"evaluation failed on a Ray worker ({_first_line(result)}) "
+                  f"and in this process ({type(err).__name__}: {err})")
+    return [c for c in checked if c.logits is not None]
+
+
+def _read(ingredient: Ingredient, workdir: Path, converter: Converter, skipped: dict[str, str]) -> Weights | None:
+    try:
+        return read_weights(ingredient.checkpoint, workdir, converter)
+    except UnreadableWeights as err:  # the message names the file and what is wrong with it
+        _skip(skipped, ingredient, f"unreadable checkpoint: {err}")
+    except Exception as err:  # a missing file, a storage error: leave it out, keep souping the rest
+        _skip(skipped, ingredient, f"unreadable checkpoint {ingredient.checkpoint}: {type(err).__name__}: {err}")
+    return None
+
+
+def _first_line(err: Exception) -> str:
+    """What went wrong on a worker, in one line (a RayTaskError carries the worker's exception as `cause`)."""
+    cause = getattr(err, "cause", None) or err
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0] if lines else ''}"
 
 
 def check(weights: Weights, reference: Reference, tolerance: float, finished: bool = True) -> str | None:

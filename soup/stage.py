@@ -38,11 +38,11 @@ class SoupOutcome:
 
 
 def make_soups(ingredients: list[Ingredient], base: Base, options: SoupOptions, workdir: Path,
-               evaluator: Evaluator | None = None, anytime_members: list[str] | None = None) -> SoupOutcome:
+               evaluator: Evaluator | None = None, greedy_start: dict | None = None) -> SoupOutcome:
     """Evaluate the usable ingredients once, then run the planned methods on the cached evaluations.
     Soups are written to `workdir`/soups as they are made (the caller owns `workdir`). `evaluator`:
     one already holding the model and the evaluation sets (benchmarks), else built from `base`.
-    `anytime_members`: the members of the sweep's running anytime soup, which `anytime` starts from."""
+    `greedy_start`: the sweep's anytime soup ({members, trace}), which the greedy soup starts from."""
     skipped: dict[str, str] = {}
     candidates = []
     for ingredient in ingredients:
@@ -54,13 +54,14 @@ def make_soups(ingredients: list[Ingredient], base: Base, options: SoupOptions, 
             candidates.append(ingredient)
     require_usable(ingredients)
     evaluator = evaluator or build_evaluator(base, resolve_device(options.device))
-    scoring = score_ingredients(candidates, base, evaluator, options.init_tolerance, workdir, skipped)
+    scoring = score_ingredients(candidates, base, evaluator, options.init_tolerance, workdir, skipped,
+                                options.eval_workers)
     if not scoring.scored:
         raise UserError(f"no usable ingredients among {len(ingredients)} trials: {_listed(skipped)}")
     if scoring.moved_batchnorm:
         evaluator.recalibrate = recalibrator(base, evaluator, scoring.moved_batchnorm, options.bn_images)
     ctx = SoupContext(evaluator, options, base.file, spool_dir=workdir / "soups", soup_meta=soup_meta(base),
-                      anytime_members=anytime_members)
+                      greedy_start=greedy_start)
     for name in tqdm(options.planned_methods(), desc="soup methods"):
         made = METHODS[name](scoring.scored, ctx)
         for result in made if isinstance(made, list) else [made]:
