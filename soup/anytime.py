@@ -1,9 +1,12 @@
-"""The anytime soup: a greedy soup that grows while the sweep runs.
+"""The anytime soup: the greedy soup over the trials finished so far, kept current during a sweep.
 
-Each finished trial is offered once, in the order trials finish: its checkpoint is read, checked
-against the shared initialisation, evaluated on held-out (one pass) and kept if the soup's held-out
-accuracy does not drop, exactly as the offline greedy soup walks a list (`GreedyWalk`). So the soup
-stage's `anytime` method, run offline over the same trials in the same order, gives the same soup.
+Each finished trial is offered once: its checkpoint is read, checked against the shared
+initialisation, evaluated on held-out (one pass) and spooled locally. It then takes its place in the
+greedy order (held-out accuracy, best first; ties by trial id, as the offline soup sorts its
+manifest) and the walk is redone from that place only: the members before it and their sum do not
+change, so a trial that lands at position p costs the loads of the members before p and one held-out
+pass per candidate after it. So at every moment the soup equals what `soup.greedy` would make
+offline from the same trials, and the sweep's soup stage starts from it instead of from zero.
 
 Ray-free: the sweep hosts an `AnytimeSoup` in a Ray actor (sweep.anytime); tests use it directly.
 """
@@ -30,25 +33,32 @@ log = logging.getLogger(__name__)
 @dataclass
 class Offer:
     """What offering one trial did to the soup. `gain` is what the soup-aware search optimises:
-    the rise in the soup's held-out accuracy (from the zero-shot model's for the first member),
-    0 for a trial that was not kept."""
+    the change in the soup's held-out accuracy (from the zero-shot model's for the first member),
+    0 for a trial that did not become a member."""
 
     trial_id: str
     order: int  # 0 for the first trial offered
-    accepted: bool
+    accepted: bool  # a member of the soup right after this offer
     gain: float
     ingredient_heldout: float  # the trial's own held-out accuracy (nan when it could not be read)
     soup_heldout: float  # the soup's held-out accuracy after the offer
     soup_size: int
-    improved: bool  # the soup's held-out accuracy went up (a tie kept under ">=" is not an improvement)
+    improved: bool  # the soup's held-out accuracy went up
     reason: str = ""  # why a trial was left out before it was evaluated
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+@dataclass
+class Candidate:
+    trial_id: str
+    heldout: float
+    weights: Path  # a local safetensors file of its normalised weights
+
+
 class AnytimeSoup:
-    """A greedy soup over trials offered one at a time; holds one model and the held-out set."""
+    """The greedy soup over the trials offered so far; holds one model, the held-out set and the sum."""
 
     def __init__(self, base: Base, device: torch.device, tie_rule: str, tolerance: float, workdir: Path):
         model = build_classifier(base.config.model, len(base.classes))
@@ -57,9 +67,10 @@ class AnytimeSoup:
         self.evaluator = Evaluator(model, heldout, device, base.config.precision)
         self.reference = base_reference(base)
         self.converter = Converter(base.config.model, base.classes)
-        self.tolerance, self.workdir = tolerance, workdir
-        self.walk = GreedyWalk(self.evaluator, tie_rule)
+        self.tie_rule, self.tolerance, self.workdir = tie_rule, tolerance, workdir
         self.zeroshot_heldout = self.evaluator.heldout_top1(normalise_keys(read_tensors(base.file)), soup=False)
+        self.order: list[Candidate] = []  # the greedy order: best held-out first, ties by trial id
+        self.walk = GreedyWalk(self.evaluator, tie_rule)
         self.offers: list[Offer] = []
 
     @property
@@ -67,30 +78,65 @@ class AnytimeSoup:
         """The soup's held-out accuracy; the zero-shot model's while the soup is empty."""
         return self.zeroshot_heldout if self.walk.best is None else self.walk.best
 
+    @property
+    def members(self) -> list[str]:
+        return list(self.walk.members)
+
+    @property
+    def trace(self) -> list[dict]:
+        """The greedy trace of the current soup, as the offline greedy soup writes it."""
+        return list(self.walk.trace)
+
     def offer(self, trial_id: str, checkpoint: str, finished: bool = True) -> Offer:
-        """Offer a trial's final checkpoint to the soup; a checkpoint that cannot join is left out."""
-        before, order = self.soup_heldout, len(self.offers)
+        """Offer a trial's final checkpoint; one that cannot join the soup is left out with its reason."""
+        before = self.soup_heldout
         try:
             weights = read_weights(checkpoint, self.workdir, self.converter)
         except (UnreadableWeights, OSError, ValueError) as err:
-            return self._record(Offer(trial_id, order, False, 0.0, float("nan"), before, len(self.walk.members),
-                                      False, f"unreadable checkpoint {checkpoint}: {err}"))
+            return self._left_out(trial_id, before, f"unreadable checkpoint {checkpoint}: {err}")
         problem = check(weights, self.reference, self.tolerance, finished)
         if problem:
-            return self._record(Offer(trial_id, order, False, 0.0, float("nan"), before, len(self.walk.members),
-                                      False, problem))
+            return self._left_out(trial_id, before, problem)
         own = self.evaluator.heldout_top1(weights.state, soup=False)
-        accepted = self.walk.offer(trial_id, own, weights.state)
-        if weights.file is not None and weights.file.is_relative_to(self.workdir):
-            weights.file.unlink(missing_ok=True)  # the running sum holds what the soup needs
-        after = self.soup_heldout
-        return self._record(Offer(trial_id, order, accepted, after - before if accepted else 0.0, own, after,
-                                  len(self.walk.members), after > before))
+        place = self._insert(Candidate(trial_id, own, weights.file))
+        del weights
+        self._rewalk(place)
+        after, accepted = self.soup_heldout, trial_id in self.walk.members
+        return self._record(Offer(trial_id, len(self.offers), accepted, after - before if accepted else 0.0,
+                                  own, after, len(self.walk.members), after > before))
+
+    def _insert(self, candidate: Candidate) -> int:
+        key = (-candidate.heldout, candidate.trial_id)
+        place = next((i for i, c in enumerate(self.order) if (-c.heldout, c.trial_id) > key), len(self.order))
+        self.order.insert(place, candidate)
+        return place
+
+    def _rewalk(self, place: int) -> None:
+        """Redo the greedy walk from `place`: the steps before it are what they were."""
+        kept = self.walk.trace[:place]
+        walk = GreedyWalk(self.evaluator, self.tie_rule)
+        for row, candidate in zip(kept, self.order):
+            if row["accepted"]:
+                walk.running.add(self._load(candidate))
+                walk.members.append(candidate.trial_id)
+        walk.trace = kept
+        walk.best = kept[-1]["soup_heldout"] if kept else None
+        self.walk = walk  # the old sum is dropped before the walk goes on
+        for candidate in self.order[place:]:
+            walk.offer(candidate.trial_id, candidate.heldout, self._load(candidate))
+
+    @staticmethod
+    def _load(candidate: Candidate) -> dict[str, torch.Tensor]:
+        return normalise_keys(read_tensors(candidate.weights))
+
+    def _left_out(self, trial_id: str, soup_heldout: float, reason: str) -> Offer:
+        return self._record(Offer(trial_id, len(self.offers), False, 0.0, float("nan"), soup_heldout,
+                                  len(self.walk.members), False, reason))
 
     def _record(self, offer: Offer) -> Offer:
         self.offers.append(offer)
         log.info("anytime soup: trial %s %s (soup held-out %.4f, %d members)", offer.trial_id,
-                 "kept" if offer.accepted else f"left out{': ' + offer.reason if offer.reason else ''}",
+                 "joined" if offer.accepted else f"not kept{': ' + offer.reason if offer.reason else ''}",
                  offer.soup_heldout, offer.soup_size)
         return offer
 
@@ -104,11 +150,10 @@ class AnytimeSoup:
         return count
 
     def summary(self) -> dict:
-        """The soup's state as the sweep's parent run shows it."""
-        evaluated = [o for o in self.offers if o.reason == ""]
-        best = max(evaluated, key=lambda o: o.ingredient_heldout, default=None)
-        return {"members": list(self.walk.members), "soup_heldout": self.soup_heldout,
+        """The soup's state as the sweep's parent run shows it, and as the soup stage starts from it."""
+        best = self.order[0] if self.order else None
+        return {"members": self.members, "trace": self.trace, "soup_heldout": self.soup_heldout,
                 "zeroshot_heldout": self.zeroshot_heldout, "offers": len(self.offers),
                 "best_single": best.trial_id if best else "",
-                "best_single_heldout": best.ingredient_heldout if best else float("nan"),
+                "best_single_heldout": best.heldout if best else float("nan"),
                 "trials_without_improvement": self.trials_without_improvement()}

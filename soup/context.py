@@ -47,7 +47,7 @@ class SoupContext:
     load: Callable[[Scored], dict[str, torch.Tensor]] = load_state
     spool_dir: Path | None = None  # where soups are written as they are made; None: not kept
     soup_meta: dict[str, Any] = field(default_factory=dict)  # config, classes, base checksum of every soup
-    anytime_members: list[str] | None = None  # the sweep's running anytime soup, to start from
+    greedy_start: dict | None = None  # {members, trace} of the sweep's anytime soup: the greedy soup so far
     done: dict[str, MethodResult] = field(default_factory=dict)
 
     @property

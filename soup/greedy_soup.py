@@ -25,9 +25,10 @@ def trace_row(step: int, trial_id: str, own_heldout: float, candidate: float, be
 
 
 class GreedyWalk:
-    """The state of a greedy soup that ingredients are offered to one by one: a running sum of the
-    members and the soup's held-out accuracy. The offline greedy soup walks ingredients sorted by
-    held-out accuracy; the sweep's anytime soup walks them as trials finish (soup.anytime)."""
+    """The state of a greedy soup that ingredients are offered to one by one, in the greedy order:
+    a running sum of the members and the soup's held-out accuracy. The offline greedy soup walks all
+    ingredients at once; the sweep's anytime soup redoes the tail of the walk as trials finish
+    (soup.anytime)."""
 
     def __init__(self, evaluator, tie_rule: str):
         self.evaluator, self.tie_rule = evaluator, tie_rule
@@ -60,8 +61,12 @@ def greedy_select(order: list[Scored], ctx: SoupContext) -> tuple[RunningSum, li
 
 
 def greedy_soup(pool: list[Scored], ctx: SoupContext) -> MethodResult:
-    ranked = sorted(pool, key=lambda s: s.heldout_top1, reverse=True)  # stable: ties keep pool order
-    running, members, trace = greedy_select(ranked, ctx)
+    start = ctx.greedy_start
+    if start and set(start["members"]) <= {s.trial_id for s in pool}:
+        running, members, trace = rebuild(pool, start["members"], ctx), list(start["members"]), start["trace"]
+    else:
+        ranked = sorted(pool, key=lambda s: s.heldout_top1, reverse=True)  # stable: ties keep pool order
+        running, members, trace = greedy_select(ranked, ctx)
     logits = ctx.evaluator.logits(running.mean_view(), soup=True)
     del running
     result = MethodResult("greedy", logits, 1, members, ctx.save("greedy", members, lineage(pool, members)), trace)
@@ -70,6 +75,15 @@ def greedy_soup(pool: list[Scored], ctx: SoupContext) -> MethodResult:
         result.tables["repeats"] = rows
         result.metrics.update(spread(rows, list(logits)))
     return result
+
+
+def rebuild(pool: list[Scored], members: list[str], ctx: SoupContext) -> RunningSum:
+    """The sum of a soup whose members are known (the sweep's anytime soup): no candidate passes."""
+    by_id = {s.trial_id: s for s in pool}
+    running = RunningSum(getattr(ctx.evaluator, "device", "cpu"))
+    for member in members:
+        running.add(ctx.load(by_id[member]))
+    return running
 
 
 def random_orders(pool: list[Scored], ctx: SoupContext) -> list[dict]:

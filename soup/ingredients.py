@@ -25,7 +25,7 @@ USABLE = (FINISHED, STOPPED)
 MANIFEST_SCHEMA = pa.schema([
     ("trial_id", pa.string()), ("status", pa.string()), ("reason", pa.string()),
     ("checkpoint", pa.string()), ("base_checksum", pa.string()), ("mlflow_run_id", pa.string()),
-    ("config", pa.string()), ("metrics", pa.string()), ("offer_order", pa.int32()),
+    ("config", pa.string()), ("metrics", pa.string()),
 ])
 
 
@@ -41,7 +41,6 @@ class Ingredient:
     reason: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
-    offer_order: int = -1  # when the sweep's anytime soup was offered this trial (0 first); -1: never
 
 
 def write_manifest(uri: str, ingredients: list[Ingredient]) -> None:
@@ -57,9 +56,8 @@ def write_manifest(uri: str, ingredients: list[Ingredient]) -> None:
 def read_manifest(uri: str) -> list[Ingredient]:
     fs, path = pafs.FileSystem.from_uri(_as_uri(uri))
     rows = pq.read_table(path, filesystem=fs).to_pylist()
-    # Manifests written before anytime soups existed have no offer_order column.
-    return [Ingredient(**{"offer_order": -1, **row, "config": json.loads(row["config"]),
-                          "metrics": json.loads(row["metrics"])}) for row in rows]
+    return [Ingredient(**{**row, "config": json.loads(row["config"]), "metrics": json.loads(row["metrics"])})
+            for row in rows]
 
 
 def load_ingredient(uri: str) -> Checkpoint:

@@ -13,7 +13,7 @@ import torch
 
 from soup.context import MethodResult, SoupContext, lineage
 from soup.evaluation import Scored, accuracy
-from soup.greedy_soup import greedy_select, greedy_soup, keeps, trace_row
+from soup.greedy_soup import greedy_soup, keeps, trace_row
 from soup.learned import learned_layerwise_soup, learned_soup
 from soup.model_stock import model_stock
 from soup.statedict import LazyState, RunningSum
@@ -39,27 +39,6 @@ def uniform_soup(pool: list[Scored], ctx: SoupContext) -> MethodResult:
     del running  # before saving: the sum and the saved copy need not coexist
     members = [s.trial_id for s in pool]
     return MethodResult("uniform", logits, 1, members, ctx.save("uniform", members, lineage(pool, members)))
-
-
-def anytime_soup(pool: list[Scored], ctx: SoupContext) -> MethodResult:
-    """The greedy soup over trials in the order the sweep finished them (its anytime soup). A sweep
-    hands over the members its running soup kept, so only they are read again; offline, the walk is
-    redone from the manifest's order, and gives the same soup."""
-    offered = sorted((s for s in pool if s.ingredient.offer_order >= 0), key=lambda s: s.ingredient.offer_order)
-    if not offered:
-        raise UserError("soup method anytime: no trial of this sweep was offered to an anytime soup "
-                        "(sweeps record the order with anytime.enabled); drop the method")
-    by_id = {s.trial_id: s for s in offered}
-    if ctx.anytime_members and all(m in by_id for m in ctx.anytime_members):
-        running, members, trace = RunningSum(getattr(ctx.evaluator, "device", "cpu")), ctx.anytime_members, []
-        for member in members:
-            running.add(ctx.load(by_id[member]))
-    else:
-        running, members, trace = greedy_select(offered, ctx)
-    logits = ctx.evaluator.logits(running.mean_view(), soup=True)
-    del running
-    return MethodResult("anytime", logits, 1, list(members),
-                        ctx.save("anytime", list(members), lineage(pool, members)), trace)
 
 
 def ensemble(pool: list[Scored], ctx: SoupContext) -> MethodResult:
@@ -95,7 +74,6 @@ METHODS: dict[str, Method] = {
     "best": best_single,
     "uniform": uniform_soup,
     "greedy": greedy_soup,
-    "anytime": anytime_soup,
     "learned": learned_soup,
     "learned_layerwise": learned_layerwise_soup,
     "model_stock": model_stock,

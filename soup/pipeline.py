@@ -34,10 +34,10 @@ class SoupRun:
 
 
 def soup_experiment(tracking_uri: str, experiment: str, methods: list[str] | None = None, tie_rule: str = ">=",
-                    device: str = "auto", anytime_members: list[str] | None = None, **options: Any) -> SoupRun:
+                    device: str = "auto", greedy_start: dict | None = None, **options: Any) -> SoupRun:
     """Run the soup stage on the sweep recorded in `experiment` (id or name); log a new soup run.
     `options` are any other SoupOptions fields (a sweep passes its whole `soup` section), and
-    `anytime_members` the members of its running anytime soup."""
+    `greedy_start` its anytime soup ({members, trace}), which the greedy soup starts from."""
     chosen = _options({**options, "tie_rule": tie_rule, "device": device,
                        **({"methods": methods} if methods is not None else {})})
     client = MlflowClient(tracking_uri)
@@ -49,7 +49,7 @@ def soup_experiment(tracking_uri: str, experiment: str, methods: list[str] | Non
     with tempfile.TemporaryDirectory(prefix="soupsweep-soup-") as tmp:
         workdir = Path(tmp)
         base = base_from_checkpoint(tags[TAG_BASE], workdir)
-        outcome = make_soups(ingredients, base, chosen, workdir, anytime_members=anytime_members)
+        outcome = make_soups(ingredients, base, chosen, workdir, greedy_start=greedy_start)
         run_id = log_soup_run(client, found.experiment_id, sweep_run.info.run_id, outcome, chosen,
                               {"manifest": tags[TAG_MANIFEST]})
     return SoupRun(outcome, found.experiment_id, run_id)

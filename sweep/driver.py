@@ -143,11 +143,10 @@ def finish(cfg: SweepConfig, client: MlflowClient, experiment_id: str, sweep_run
 
 
 def soup_options(cfg: SweepConfig, anytime_summary: dict | None) -> dict:
-    """The sweep's soup section, plus the anytime soup (started from its members) when it has any."""
+    """The sweep's soup section, and the anytime soup for the greedy soup to start from."""
     options = cfg.soup.model_dump()
     if anytime_summary and anytime_summary["members"]:
-        options["methods"] = [*options["methods"], "anytime"] if "anytime" not in options["methods"] else options["methods"]
-        options["anytime_members"] = anytime_summary["members"]
+        options["greedy_start"] = {"members": anytime_summary["members"], "trace": anytime_summary["trace"]}
     return options
 
 

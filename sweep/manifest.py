@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from soup.ingredients import FAILED, USABLE, Ingredient
 from soup.records import KIND_TRIAL, TAG_KIND, TAG_PARENT, TAG_TRIAL_ID
 from sweep.trial import checkpoint_uri, train_run_name
-from sweep.tracking import TAG_OFFER_ORDER, TAG_REASON, TAG_STATUS
+from sweep.tracking import TAG_REASON, TAG_STATUS
 from trainers.checkpoint import read_meta
 from trainers.config import TrainConfig
 
@@ -26,7 +26,7 @@ def collect_ingredients(client: MlflowClient, experiment_id: str, sweep_run_id: 
         row = Ingredient(tags[TAG_TRIAL_ID], tags.get(TAG_STATUS, FAILED), mlflow_run_id=run.info.run_id,
                          reason=tags.get(TAG_REASON, "")[-500:],
                          config=TrainConfig.from_params(run.data.params).model_dump(mode="json"),
-                         metrics=dict(run.data.metrics), offer_order=int(tags.get(TAG_OFFER_ORDER, -1)))
+                         metrics=dict(run.data.metrics))
         checkpoint = final_checkpoint(storage, train_run_name(name, row.trial_id))
         if checkpoint:
             row.checkpoint = checkpoint

@@ -1,76 +1,75 @@
-"""The anytime soup: offered trials one at a time, it equals the offline walk in the same order."""
+"""The anytime soup: at every moment the greedy soup over the trials offered so far."""
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
 import torch
 
 from soup.anytime import AnytimeSoup
-from soup.stage import base_from_checkpoint
+from soup.options import SoupOptions
+from soup.stage import base_from_checkpoint, make_soups
 from tests.soup.conftest import run_stage
-from trainers.errors import UserError
 
 
 @pytest.fixture(scope="module")
 def offered(soup_inputs, tmp_path_factory):
-    """An anytime soup offered the three ingredients in the order 2, 3, 1, plus an unreadable one."""
+    """An anytime soup offered the three ingredients in the order 2, 3, 1, then an unreadable one;
+    the members after each offer."""
     _, base_dir, ingredients = soup_inputs
     workdir = tmp_path_factory.mktemp("anytime")
     soup = AnytimeSoup(base_from_checkpoint(base_dir, workdir), torch.device("cpu"), ">=", 0.5, workdir)
     order = [ingredients[1], ingredients[2], ingredients[0]]
-    offers = [soup.offer(i.trial_id, i.checkpoint) for i in order]
+    offers, members = [], []
+    for ingredient in order:
+        offers.append(soup.offer(ingredient.trial_id, ingredient.checkpoint))
+        members.append(soup.members)
     offers.append(soup.offer("broken", str(workdir / "no-such-checkpoint")))
-    return soup, order, offers
+    return soup, order, offers, members
 
 
-def test_offers_follow_the_greedy_rule_and_report_the_gain(offered):
-    soup, order, offers = offered
+def test_after_every_offer_the_soup_is_the_offline_greedy_soup(offered, soup_inputs, tmp_path):
+    soup, order, offers, members = offered
+    _, base_dir, _ = soup_inputs
+    for k in range(1, len(order) + 1):
+        offline = run_stage(sorted(order[:k], key=lambda i: i.trial_id), base_dir, tmp_path / str(k),
+                            methods=["greedy"])
+        (greedy,) = offline.results
+        assert members[k - 1] == greedy.members
+        assert offers[k - 1].soup_heldout == pytest.approx(greedy.trace[-1]["soup_heldout"])
+    assert [row["trial_id"] for row in soup.trace] == [row["trial_id"] for row in greedy.trace]
+    assert [row["accepted"] for row in soup.trace] == [row["accepted"] for row in greedy.trace]
+
+
+def test_offers_report_the_gain_and_why_a_trial_was_left_out(offered):
+    soup, _, offers, members = offered
     first = offers[0]
     assert first.accepted and first.order == 0 and first.soup_size == 1
     assert first.gain == pytest.approx(first.ingredient_heldout - soup.zeroshot_heldout)
-    before = first.soup_heldout
-    for offer in offers[1:3]:
-        assert offer.soup_heldout >= before if offer.accepted else offer.soup_heldout == before
-        assert offer.gain == (pytest.approx(offer.soup_heldout - before) if offer.accepted else 0.0)
-        assert offer.improved == (offer.soup_heldout > before)
-        before = offer.soup_heldout
+    for offer, previous in zip(offers[1:3], offers[:2]):
+        change = offer.soup_heldout - previous.soup_heldout
+        assert offer.gain == (pytest.approx(change) if offer.accepted else 0.0)
+        assert offer.improved == (change > 0)
     broken = offers[3]
     assert not broken.accepted and broken.gain == 0.0 and "unreadable checkpoint" in broken.reason
-    assert math.isnan(broken.ingredient_heldout)
+    assert math.isnan(broken.ingredient_heldout) and broken.soup_heldout == offers[2].soup_heldout
     summary = soup.summary()
-    assert summary["members"] == [o.trial_id for o in offers if o.accepted]
-    assert summary["offers"] == 4 and summary["soup_heldout"] == offers[-1].soup_heldout
+    assert summary["members"] == members[-1] and summary["offers"] == 4
     best = max(offers[:3], key=lambda o: o.ingredient_heldout)
     assert (summary["best_single"], summary["best_single_heldout"]) == (best.trial_id, best.ingredient_heldout)
-    since = next(i for i, o in enumerate(reversed(offers)) if o.improved) if any(o.improved for o in offers) else 4
+    improved = [o.improved for o in offers]
+    since = improved[::-1].index(True) if True in improved else len(offers)
     assert summary["trials_without_improvement"] == since
 
 
-def test_offline_anytime_method_equals_the_running_soup(offered, soup_inputs, tmp_path):
-    soup, order, offers = offered
-    _, base_dir, _ = soup_inputs
-    ingredients = [dataclasses.replace(i, offer_order=n) for n, i in enumerate(order)]
-    offline = run_stage(ingredients, base_dir, tmp_path / "offline", methods=["anytime"])
-    (walked,) = offline.results
-    assert walked.members == soup.summary()["members"]
-    assert [row["accepted"] for row in walked.trace] == [o.accepted for o in offers[:3]]
-    assert walked.trace[-1]["soup_heldout"] == pytest.approx(soup.summary()["soup_heldout"])
-
-    from soup.stage import make_soups  # started from the running soup's members: the same model
-    from soup.options import SoupOptions
-    workdir = tmp_path / "started"
-    workdir.mkdir()
-    started = make_soups(ingredients, base_from_checkpoint(base_dir, workdir), SoupOptions(methods=["anytime"]),
-                         workdir, anytime_members=soup.summary()["members"])
-    (resumed,) = started.results
-    assert resumed.members == walked.members and resumed.trace == []
-    for name, logits in walked.logits.items():
-        assert torch.allclose(logits, resumed.logits[name], atol=1e-5)
-
-
-def test_anytime_method_needs_an_offer_order(soup_inputs, tmp_path):
+def test_the_greedy_soup_starts_from_a_given_state(soup_inputs, tmp_path):
     _, base_dir, ingredients = soup_inputs
-    with pytest.raises(UserError, match="no trial of this sweep was offered to an anytime soup"):
-        run_stage(ingredients, base_dir, tmp_path, methods=["anytime"])
+    start = {"members": [ingredients[2].trial_id, ingredients[0].trial_id], "trace": [{"step": 0}]}
+    made = make_soups(ingredients, base_from_checkpoint(base_dir, tmp_path), SoupOptions(methods=["greedy", "uniform"]),
+                      tmp_path, greedy_start=start)
+    greedy, uniform = (next(r for r in made.results if r.name == n) for n in ("greedy", "uniform"))
+    assert greedy.members == start["members"] and greedy.trace == start["trace"]  # no walk was made
+    two = run_stage([ingredients[0], ingredients[2]], base_dir, tmp_path / "two", methods=["uniform"])
+    for name, logits in two.results[0].logits.items():  # the soup of the two given members
+        assert torch.allclose(logits, greedy.logits[name], atol=1e-5)
+    assert len(uniform.members) == 3
