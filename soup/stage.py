@@ -54,7 +54,8 @@ def make_soups(ingredients: list[Ingredient], base: Base, options: SoupOptions, 
             candidates.append(ingredient)
     require_usable(ingredients)
     evaluator = evaluator or build_evaluator(base, resolve_device(options.device))
-    scoring = score_ingredients(candidates, base, evaluator, options.init_tolerance, workdir, skipped)
+    scoring = score_ingredients(candidates, base, evaluator, options.init_tolerance, workdir, skipped,
+                                options.eval_workers)
     if not scoring.scored:
         raise UserError(f"no usable ingredients among {len(ingredients)} trials: {_listed(skipped)}")
     if scoring.moved_batchnorm:
