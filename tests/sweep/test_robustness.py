@@ -82,7 +82,7 @@ def test_diverging_trial_is_marked_and_left_out_of_the_soup(ray_cluster, demo_da
 
 
 def test_time_budget_stops_trials_that_stay_ingredients(ray_cluster, demo_data, tmp_path):
-    cfg = sweep_config(demo_data, tmp_path, time_budget_s=75)  # room for a first epoch on a loaded machine
+    cfg = sweep_config(demo_data, tmp_path, time_budget_s=120)  # room for a first epoch on a loaded machine
     cfg.optim.epochs = 400
     outcome = run_sweep(cfg)
     (trial,) = outcome.ingredients
