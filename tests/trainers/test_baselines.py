@@ -1,0 +1,48 @@
+"""Training-free baselines: the zero-shot prompt ensemble and Tip-Adapter, once per sweep."""
+from __future__ import annotations
+
+import torch
+
+from tests.conftest import data_section
+from tests.trainers.test_tasks import WRONG_NAMES
+from trainers.baselines import ALPHAS, BETAS, Baselines, cache_logits, training_free_baselines
+from trainers.config import TrainConfig
+from trainers.data.store import read_split
+from trainers.evaluate import predict
+from trainers.model import build_zeroshot_classifier
+
+
+def test_zeroshot_and_tip_adapter_on_every_set(demo_data, pretrained_file, tmp_path):
+    cfg = TrainConfig.model_validate({"data": data_section(demo_data), "model": {
+        "pretrained": pretrained_file, "templates": "simple", "class_names": WRONG_NAMES}})
+    found = training_free_baselines(cfg, torch.device("cpu"))
+    assert set(found.logits) == {"zeroshot", "tip_adapter"}
+    assert set(found.logits["zeroshot"]) == {"heldout", "test", "shift/sketch"}
+
+    # zero-shot is the prompt-ensemble classifier, evaluated as the soup stage evaluates models
+    classifier = build_zeroshot_classifier(cfg.model, ["circle", "square", "triangle", "cross"])
+    test = read_split(demo_data["test"], 32)
+    assert torch.allclose(found.logits["zeroshot"]["test"], predict(classifier, test.images, torch.device("cpu")),
+                          atol=1e-4)
+    assert torch.equal(found.labels["test"], test.labels)
+
+    # the prompts name the wrong shapes: the cache of labelled training images fixes much of it
+    assert found.tip_alpha in ALPHAS and found.tip_beta in BETAS and found.tip_alpha > 0
+    for name in ("heldout", "test"):
+        assert found.metrics["tip_adapter"][name]["top1"] > found.metrics["zeroshot"][name]["top1"] + 0.2
+    rows = found.rows()
+    assert len(rows) == 6 and {"method", "set", "top1", "macro_f1", "ece", "cost"} <= set(rows[0])
+    found.save(tmp_path)
+    again = Baselines.load(tmp_path)
+    assert again.metrics == found.metrics and again.tip_beta == found.tip_beta
+    assert torch.equal(again.logits["tip_adapter"]["shift/sketch"], found.logits["tip_adapter"]["shift/sketch"])
+
+
+def test_cache_logits_sum_label_votes_weighted_by_similarity():
+    keys = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), dim=-1)
+    values = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    query = torch.tensor([[1.0, 0.0]])
+    got = cache_logits(query, keys, values, beta=2.0, chunk=1)
+    similarity = torch.tensor([1.0, 0.0, 2 ** -0.5])
+    weights = torch.exp(-2.0 * (1 - similarity))
+    assert torch.allclose(got, torch.tensor([[weights[0], weights[1] + weights[2]]]))

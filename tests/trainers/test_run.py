@@ -1,0 +1,46 @@
+"""`python -m trainers.run --config ...`: one training without Ray, as a user runs it."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from soup.scoring import base_reference, check
+from soup.sources import Converter, read_weights
+from soup.stage import base_from_checkpoint
+from tests.conftest import data_section
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trainers.run", *args], cwd=cwd, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=600)
+
+
+def test_one_run_trains_and_leaves_a_checkpoint_the_soup_reads(demo_data, pretrained_file, tmp_path):
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": data_section(demo_data), "model": {"pretrained": pretrained_file, "templates": "simple"},
+        "optim": {"epochs": 2, "lr": 1e-3, "batch_size": 32, "warmup_steps": 2}, "method": {"name": "ft"}}))
+    done = run(["--config", str(config), "--out", "out", "--set", "optim.epochs=1"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"checkpoint: out/checkpoint" in done.stdout
+    history = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1]  # --set won over the file
+    base = base_from_checkpoint(str(tmp_path / "out" / "base"), tmp_path)
+    weights = read_weights(str(tmp_path / "out" / "checkpoint"), tmp_path, Converter(base.config.model, base.classes))
+    assert check(weights, base_reference(base), tolerance=0.5) is None
+    assert weights.meta["metrics"]["val/top1"] == history[-1]["val/top1"] > 0.4
+
+
+def test_a_bad_key_is_one_line_and_exit_code_2(tmp_path):
+    config = tmp_path / "train.yaml"
+    config.write_text("optim: {lrr: 1}\n")
+    done = run(["--config", str(config)], tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {config}: optim.lrr: unknown key (allowed here: ")
