@@ -65,6 +65,8 @@ class DataConfig(Section):
     shift: dict[str, str] = Field(
         default_factory=dict, description="Named distribution-shift sets: name -> Parquet file."
     )
+    balanced_sampler: bool = Field(
+        False, description="Draw training classes uniformly (then an image of the class), for imbalanced data.")
 
     def splits(self) -> dict[str, str]:
         """Every evaluation set by name: heldout, test and shift/<name>."""
@@ -136,10 +138,10 @@ class TrainConfig(Section):
         def absolute(path: str) -> str:
             return path if not path or "://" in path else str(Path(path).expanduser().resolve())
 
-        return DataConfig(
+        return data.model_copy(update=dict(
             train=absolute(data.train), val=absolute(data.val), heldout=absolute(data.heldout),
             test=absolute(data.test), shift={k: absolute(v) for k, v in data.shift.items()},
-        )
+        ))
 
     def with_overrides(self, overrides: dict[str, Any]) -> "TrainConfig":
         """A copy with flat dotted overrides applied ({"optim.lr": 1e-5}), validated."""

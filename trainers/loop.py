@@ -28,6 +28,7 @@ from trainers.distributed import all_reduce_sum, rank_and_world, wrap_ddp
 from trainers.errors import UserError
 from trainers.evaluate import predict
 from trainers.model import ImageClassifier
+from trainers.sampling import BalancedTrainLoader
 from trainers.step import Stepper
 from trainers.tasks import Task, make_task
 
@@ -58,7 +59,8 @@ def fit(cfg: TrainConfig, ctx: RunContext) -> FitResult:
     torch.manual_seed(cfg.seed * 1000 + rank)  # augmentation differs per rank, reproducibly
     start, base_meta = load_start(cfg, ctx.base_dir)
     model = start.classifier
-    train_data = TrainLoader(cfg.data.train, cfg.aug, model.image_size, cfg.optim.batch_size, cfg.seed, ctx.device,
+    loader_type = BalancedTrainLoader if cfg.data.balanced_sampler else TrainLoader
+    train_data = loader_type(cfg.data.train, cfg.aug, model.image_size, cfg.optim.batch_size, cfg.seed, ctx.device,
                              rank, world)  # this rank's slice of the shards, augmented on the device
     val_set = load_eval_set(cfg.data.val, model.image_size, ctx.device)  # decoded once, kept on the device
     steps_per_epoch = train_data.steps_per_epoch
