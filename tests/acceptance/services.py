@@ -99,6 +99,13 @@ class MlflowServer:
             stop_group(self.process)
             self.process = None
 
+    def kill(self) -> None:
+        """The server dies at once (SIGKILL to it and its workers), as in a crash."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.process = None
+        wait_until(self.down, "the killed mlflow server to stop answering", 30, self.log, 0.2)
+
     def down(self) -> bool:
         try:
             urllib.request.urlopen(f"{self.url}/health", timeout=2)
@@ -148,11 +155,14 @@ class RayHead:
         return subprocess.run([str(BIN / "ray"), *args, "--address", self.dashboard], env=self.env,
                               capture_output=True, text=True, timeout=timeout_s, cwd=ROOT)
 
-    def submit(self, config: Path, *extra: str) -> str:
-        """`ray job submit --no-wait --working-dir . -- python -m sweep.run --config CONFIG`; the job id."""
+    def submit(self, config: Path, env_vars: dict[str, str] | None = None) -> str:
+        """`ray job submit --no-wait --working-dir . -- python -m sweep.run --config CONFIG`; the job id.
+        `env_vars`: the job's environment variables (its runtime env)."""
+        runtime_env = ["--runtime-env-json", json.dumps({"env_vars": env_vars})] if env_vars else []
         done = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", self.dashboard, "--no-wait",
-                               "--working-dir", ".", "--", "python", "-m", "sweep.run", "--config", str(config),
-                               *extra], env=self.env, capture_output=True, text=True, timeout=180, cwd=ROOT)
+                               "--working-dir", ".", *runtime_env, "--", "python", "-m", "sweep.run",
+                               "--config", str(config)],
+                              env=self.env, capture_output=True, text=True, timeout=180, cwd=ROOT)
         output = done.stdout + done.stderr
         assert done.returncode == 0, output[-4000:]
         job_id = next((word.strip("'\"") for line in output.splitlines() if "submitted successfully" in line

@@ -1,4 +1,4 @@
-"""Faults while a submitted sweep trains: the MLflow server goes away (and comes back) and a Ray Train
+"""Faults while a submitted sweep trains: the MLflow server dies (and comes back later) and a Ray Train
 worker is killed. The sweep must finish, the killed trial retried from its checkpoint, and MLflow must
 end up with complete runs: every epoch of every trial logged once, every run closed.
 
@@ -46,7 +46,8 @@ def runs_of(server: str, kind: str) -> list[dict]:
                                         "filter": f"tags.`{TAG_KIND}` = '{kind}'"}).get("runs", [])
 
 
-def test_sweep_survives_an_mlflow_outage_and_a_killed_worker(services, demo_data, pretrained_file, tmp_path):
+def test_sweep_survives_an_mlflow_outage_and_a_killed_worker(services, demo_data, pretrained_file, tmp_path,
+                                                             output_dir):
     tree = tiny_sweep_tree(demo_data, tmp_path, pretrained_file,
                            search={"num_samples": 2, "seed": 1, "space": {"seed": {"randint": [0, 1000]}}})
     tree["optim"]["epochs"] = EPOCHS
@@ -56,26 +57,15 @@ def test_sweep_survives_an_mlflow_outage_and_a_killed_worker(services, demo_data
     config = tmp_path / "faults.yaml"
     config.write_text(yaml.safe_dump(tree))
     storage, server, head = tmp_path / "storage", services.mlflow, services.ray
-    job_id = head.submit(config)
+    # MLflow's client retries a request for ~4 minutes by default before it gives up (and our queue
+    # warns, then retries on its own); two retries make the outage show within seconds in the job's log.
+    job_id = head.submit(config, env_vars={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"})
     jobs = head.jobs()
-
-    def training_with_a_checkpoint() -> bool:
-        status = str(jobs.get_job_status(job_id).value)
-        assert status not in TERMINAL, f"job ended early ({status}):\n{jobs.get_job_logs(job_id)[-4000:]}"
-        return bool(epochs_kept(storage)) and bool(head.train_workers())
-
-    wait_until(training_with_a_checkpoint, "a first checkpoint", 300)
-    server.stop()  # the MLflow server goes away mid-trial ...
-    assert server.down()
-    os.kill(head.train_workers()[0], signal.SIGKILL)  # ... and a training worker dies
-    before = epochs_kept(storage)
-    # Training goes on without MLflow: some trial keeps two more epochs' checkpoints while it is down.
-    wait_until(lambda: any(epoch >= before.get(run, 0) + 2 for run, epoch in epochs_kept(storage).items()),
-               "training to go on while MLflow is down", 300)
-    assert server.down()
-    server.start()  # back, with the same port and data
-
-    status = wait_for_job(jobs, job_id)
+    try:
+        inject_faults(jobs, job_id, head, server, storage)
+        status = wait_for_job(jobs, job_id)
+    finally:  # the job's output, for whoever reads a failure
+        (output_dir / "faults-job.log").write_text(jobs.get_job_logs(job_id))
     logs = jobs.get_job_logs(job_id)
     assert status == "SUCCEEDED", logs[-6000:]
     assert re.search(r"MLflow at \S+ is not answering", logs) and re.search(r"MLflow at \S+ answers again", logs)
@@ -93,3 +83,25 @@ def test_sweep_survives_an_mlflow_outage_and_a_killed_worker(services, demo_data
         assert sorted(m["step"] for m in history["metrics"]) == list(range(1, EPOCHS + 1)), history
     (soup,) = runs_of(server.url, KIND_SOUP)
     assert soup["info"]["status"] == "FINISHED" and params(soup)["ingredients"] == "2"
+
+
+def inject_faults(jobs, job_id: str, head, server, storage: Path) -> None:
+    """As soon as trials train, the MLflow server dies; once a trial kept its first checkpoint, one of its
+    Train workers is killed; training must go on for two more epochs before the server comes back."""
+    workers = []
+
+    def training(with_checkpoint: bool) -> bool:
+        status = str(jobs.get_job_status(job_id).value)
+        assert status not in TERMINAL, f"job ended early ({status}):\n{jobs.get_job_logs(job_id)[-4000:]}"
+        workers[:] = head.train_workers()
+        return bool(workers) and (not with_checkpoint or bool(epochs_kept(storage)))
+
+    wait_until(lambda: training(with_checkpoint=False), "trials to train", 300, interval_s=0.5)
+    server.kill()
+    before = epochs_kept(storage)
+    wait_until(lambda: training(with_checkpoint=True), "a first checkpoint", 300, interval_s=0.5)
+    os.kill(workers[0], signal.SIGKILL)
+    wait_until(lambda: any(epoch >= before.get(run, 0) + 2 for run, epoch in epochs_kept(storage).items()),
+               "training to go on while MLflow is down", 300)
+    assert server.down()
+    server.start()  # back, with the same port and data
