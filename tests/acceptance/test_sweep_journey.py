@@ -152,11 +152,12 @@ def test_mlflow_ui_shows_the_soup_run(demo, tmp_path, output_dir, record_propert
             # The UI keeps polling, so "networkidle" never comes: wait for texts of the run instead.
             page.goto(f"{demo.server}/#/experiments/{run['info']['experiment_id']}/runs/{run['info']['run_id']}")
             page.get_by_text(run["info"]["run_name"]).first.wait_for(timeout=60_000)
-            page.get_by_placeholder("Search metrics").fill("/test/top1")  # the comparison's test column
+            search = page.get_by_placeholder("Search metrics")
+            search.fill("/test/top1")  # the comparison's test column
             page.get_by_text("greedy/test/top1", exact=True).first.wait_for(timeout=60_000)
-            rows = page.get_by_role("row")
-            rows.last.scroll_into_view_if_needed()
+            search.evaluate("box => box.scrollIntoView({block: 'start'})")  # the metrics table in view
             page.screenshot(path=str(shot))
+            rows = page.get_by_role("row")
             cells = [rows.nth(i).inner_text().split("\n") for i in range(rows.count())]
         finally:
             browser.close()
