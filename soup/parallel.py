@@ -62,22 +62,33 @@ def worker_count(setting: int | str) -> int:
     return gpus if gpus >= 2 else 0
 
 
+def start_remote(uris: list[str], config: TrainConfig, classes: list[str], setting: int | str):
+    """Ray workers evaluating `uris` (a RemoteEvaluation), or None to evaluate in this process."""
+    workers = min(worker_count(setting), len(uris))
+    if not workers:
+        return None
+    ray = _ray()
+    if not ray.is_initialized():
+        ray.init()  # an explicit worker count: attach to RAY_ADDRESS or a local cluster, else start one
+    gpu = bool(ray.cluster_resources().get("GPU", 0))
+    free = int(ray.available_resources().get("GPU" if gpu else "CPU", 0))
+    if workers > free:  # more would wait for resources that the stage itself will not release
+        log.warning("eval_workers=%d but %d %ss are free: using %d Ray workers", workers, free,
+                    "GPU" if gpu else "CPU", free)
+        workers = free
+    return RemoteEvaluation(ray, uris, config, classes, workers, gpu) if workers else None
+
+
 class RemoteEvaluation:
     """Ingredients submitted to `workers` actors in turn (all at once, so the workers run while the
     driver checks); results are read back per ingredient as they arrive."""
 
-    def __init__(self, uris: list[str], config: TrainConfig, classes: list[str], workers: int):
-        ray = self.ray = _ray()
-        if not ray.is_initialized():
-            ray.init()  # an explicit worker count: attach to RAY_ADDRESS or a local cluster, else start one
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        if gpus and workers > gpus:
-            log.warning("eval_workers=%d but the cluster has %d GPUs: using %d workers", workers, gpus, gpus)
-            workers = gpus
-        actor = ray.remote(num_cpus=1, num_gpus=1 if gpus else 0)(IngredientEvaluator)
+    def __init__(self, ray, uris: list[str], config: TrainConfig, classes: list[str], workers: int, gpu: bool):
+        self.ray = ray
+        actor = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0)(IngredientEvaluator)
         self.actors = [actor.remote(config, classes) for _ in range(workers)]
         self.refs = [self.actors[i % workers].logits.remote(uri) for i, uri in enumerate(uris)]
-        log.info("evaluating %d ingredients on %d Ray workers (%s)", len(uris), workers, "GPU" if gpus else "CPU")
+        log.info("evaluating %d ingredients on %d Ray workers (%s)", len(uris), workers, "GPU" if gpu else "CPU")
 
     def results(self, wanted: list[int]) -> Iterator[tuple[int, dict[str, torch.Tensor] | Exception]]:
         """(index, logits or the error of that ingredient's task) for each wanted index, as they arrive;
@@ -87,9 +98,10 @@ class RemoteEvaluation:
             (ready,), _ = self.ray.wait(list(pending), num_returns=1)
             index = pending.pop(ready)
             try:
-                yield index, self.ray.get(ready)
+                result = self.ray.get(ready)
             except Exception as err:  # RayTaskError (the read or the pass failed), RayActorError (it died)
-                yield index, err
+                result = err
+            yield index, result
 
     def close(self) -> None:
         """End the workers (their GPUs go back to the cluster), and any ingredient still queued on them."""

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from soup.batchnorm import STATS, batchnorm_layers, moved_layers
 from soup.evaluation import Evaluator, Scored, accuracy
 from soup.ingredients import FINISHED, Ingredient
-from soup.parallel import RemoteEvaluation, worker_count
+from soup.parallel import RemoteEvaluation, start_remote
 from soup.screening import Reference, distance_problem, meta_problem, weights_problem
 from soup.sources import Converter, UnreadableWeights, Weights, read_weights
 from soup.statedict import normalise_keys
@@ -46,9 +46,7 @@ def score_ingredients(candidates: list[Ingredient], base: Base, evaluator: Evalu
     """Evaluate each candidate once; record in `skipped` why any is left out. `eval_workers` (see
     soup.parallel.worker_count): Ray workers that run the forward passes while this process reads and
     checks every candidate; 0: all in this process."""
-    workers = worker_count(eval_workers)
-    remote = RemoteEvaluation([c.checkpoint for c in candidates], base.config, base.classes,
-                              workers) if workers else None
+    remote = start_remote([c.checkpoint for c in candidates], base.config, base.classes, eval_workers)
     try:
         checked, moved = check_candidates(candidates, base, evaluator, tolerance, workdir, skipped,
                                           evaluate=remote is None)
