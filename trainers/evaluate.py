@@ -15,17 +15,23 @@ def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractCon
     return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
 
 
-@torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, device: torch.device, precision: str = "auto",
             batch_size: int = 256) -> torch.Tensor:
     """float32 logits (N, classes) on `device` for uint8 images (N, 3, S, S)."""
+    return _batched(model, model, images, device, precision, batch_size)
+
+
+@torch.no_grad()
+def _batched(model: nn.Module, forward, images: torch.Tensor, device: torch.device, precision: str,
+             batch_size: int) -> torch.Tensor:
+    """`forward` (the model or one of its methods) over uint8 images in batches, in eval mode, float32."""
     was_training = model.training
     model.eval()
     chunks = []
     with autocast_for(device, precision):
         for start in range(0, len(images), batch_size):
             batch = images[start:start + batch_size].to(device, non_blocking=True).float().div_(255)
-            chunks.append(model(batch).float())
+            chunks.append(forward(batch).float())
     model.train(was_training)
     return torch.cat(chunks)
 
@@ -40,16 +46,7 @@ def loss_and_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     ])
 
 
-@torch.no_grad()
 def image_features(model: nn.Module, images: torch.Tensor, device: torch.device, precision: str = "auto",
                    batch_size: int = 256) -> torch.Tensor:
     """float32 L2-normalised features (N, dim) of an ImageClassifier's image tower for uint8 images."""
-    was_training = model.training
-    model.eval()
-    chunks = []
-    with autocast_for(device, precision):
-        for start in range(0, len(images), batch_size):
-            batch = images[start:start + batch_size].to(device, non_blocking=True).float().div_(255)
-            chunks.append(model.features(batch).float())
-    model.train(was_training)
-    return torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
+    return F.normalize(_batched(model, model.features, images, device, precision, batch_size), dim=-1)

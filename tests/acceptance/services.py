@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,22 +16,11 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from tests.sweep.test_job_submit import PORT_FLAGS as RAY_PORT_FLAGS, free_ports  # one place for both
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the environment's console scripts: mlflow, ray
-RAY_PORT_FLAGS = ["--port", "--dashboard-port", "--ray-client-server-port", "--node-manager-port",
-                  "--object-manager-port", "--metrics-export-port", "--dashboard-agent-listen-port",
-                  "--dashboard-agent-grpc-port", "--runtime-env-agent-port"]
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}  # Ray job statuses that do not change any more
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def stop_group(process: subprocess.Popen, grace_s: float = 30) -> None:
