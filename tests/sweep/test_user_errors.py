@@ -40,6 +40,9 @@ def one_line_error(capsys, code: int) -> str:
     (["optim.epochs=three"], "optim.epochs: Input should be a valid integer"),
     (["optim.lr=-0.001"], "optim.lr: Input should be greater than 0"),
     (["optim.lr"], "--set 'optim.lr': use KEY=VALUE"),
+    (["anytime.enabled=false", "search.objective=soup_gain"],
+     "search.objective soup_gain needs the anytime soup: set anytime.enabled: true"),
+    (["anytime.enabled=false", "anytime.stop_after=3"], "anytime.stop_after needs the anytime soup"),
 ])
 def test_bad_config_values(sets, expected, capsys, demo_data, tmp_path):
     config = write_config(tmp_path, tiny_sweep_tree(demo_data, tmp_path))
