@@ -15,8 +15,6 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from trainers.checkpoint import Checkpoint, load_checkpoint, local_checkpoint
-
 FINISHED = "finished"  # ran all its epochs
 STOPPED = "stopped"  # stopped early by the scheduler (ASHA) or the time budget: still an ingredient
 DIVERGED = "diverged"  # training loss went non-finite: left out
@@ -58,11 +56,6 @@ def read_manifest(uri: str) -> list[Ingredient]:
     rows = pq.read_table(path, filesystem=fs).to_pylist()
     return [Ingredient(**{**row, "config": json.loads(row["config"]), "metrics": json.loads(row["metrics"])})
             for row in rows]
-
-
-def load_ingredient(uri: str) -> Checkpoint:
-    with local_checkpoint(uri) as directory:
-        return load_checkpoint(directory)
 
 
 def _as_uri(uri: str) -> str:

@@ -24,8 +24,7 @@ from soup.statedict import normalise_keys
 from soup.tensorfile import TensorFile, TensorFileError
 from trainers.checkpoint import META, WEIGHTS, local_checkpoint, read_meta
 from trainers.config import ModelConfig
-from trainers.model import build_clip, tokenizer_for, zeroshot_weights
-from trainers.prompts import TEMPLATES
+from trainers.model import build_clip, zeroshot_head
 
 log = logging.getLogger(__name__)
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -110,8 +109,7 @@ def as_classifier(state: dict[str, torch.Tensor], converter: Converter | None) -
         clip.load_state_dict(state)
     except RuntimeError as err:
         raise UnreadableWeights(f"not a {converter.model.name} CLIP state dict: {str(err).splitlines()[0]}") from None
-    head = zeroshot_weights(clip, tokenizer_for(converter.model), converter.classes,
-                            TEMPLATES[converter.model.templates])
+    head = zeroshot_head(clip, converter.model, converter.classes)  # the prompts the sweep's base used
     log.info("built the zero-shot head of a whole CLIP state dict from its own text tower")
     out = {k: v for k, v in state.items() if k.startswith("visual.")}
     out.update({"head.weight": head.contiguous(), "head.bias": torch.zeros(len(converter.classes))})

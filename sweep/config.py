@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from soup.options import SoupOptions
 from soup.records import absolute_sqlite
 from sweep.presets import PRESETS, merge
-from trainers.config import Section, TrainConfig, allowed_keys, flatten
+from trainers.config import Section, TrainConfig, allowed_keys, fixes_shared_init, flatten
 
 
 class Domain(Section):
@@ -167,6 +167,9 @@ class SweepConfig(TrainConfig):
             if key not in valid:
                 raise ValueError(f"search.space: {key!r} is not a training config key; "
                                  f"valid keys: {', '.join(sorted(valid))}")
+            if fixes_shared_init(key):
+                raise ValueError(f"search.space: {key!r} fixes the initialisation every trial shares (soups "
+                                 f"need one); set it once at the top level, or run one sweep per value")
             for value in domain.extremes():
                 try:
                     train.with_overrides({key: value})

@@ -107,6 +107,18 @@ class MethodConfig(Section):
         min_length=2, description="carft: the contexts of the 'a {context} of a {class}.' prompts.")
 
 
+# What a sweep's base (the one initialisation every trial starts from) is built from. They are the
+# same for every trial of a sweep: searching one would make ingredients that cannot be souped.
+SHARED_INIT_KEYS = ("model.name", "model.pretrained", "model.templates", "model.custom_templates",
+                    "model.class_names", "model.class_descriptions", "method.init", "method.lp_l2",
+                    "method.lp_steps")
+
+
+def fixes_shared_init(key: str) -> bool:
+    """Whether a dotted config key is (or lies under) one of SHARED_INIT_KEYS."""
+    return any(key == fixed or key.startswith(fixed + ".") for fixed in SHARED_INIT_KEYS)
+
+
 class AugConfig(Section):
     min_scale: float = Field(0.9, gt=0, le=1, description="RandomResizedCrop minimum area scale.")
     hflip: bool = Field(True, description="Random horizontal flips.")

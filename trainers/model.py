@@ -113,11 +113,10 @@ def tokenizer_for(cfg: ModelConfig):
     return open_clip.SimpleTokenizer(context_length=arch["text_cfg"].get("context_length", 77))
 
 
-@torch.no_grad()
-def zeroshot_weights(clip: nn.Module, tokenizer, classes: list[str], templates: list[str]) -> torch.Tensor:
-    """(classes, dim) head weights: per class, the normalised mean of its normalised prompt embeddings,
-    times CLIP's logit scale, so that head(normalised image features) equals CLIP's logits."""
-    return head_from_prompts(clip, tokenizer, [[t.format(name) for t in templates] for name in classes])
+def zeroshot_head(clip: nn.Module, cfg: ModelConfig, classes: list[str]) -> torch.Tensor:
+    """(classes, dim) head weights from the prompts `cfg` gives each class (templates, class names,
+    descriptions): head(normalised image features) then equals CLIP's logits."""
+    return head_from_prompts(clip, tokenizer_for(cfg), class_prompts(cfg, classes))
 
 
 @torch.no_grad()
@@ -127,9 +126,9 @@ def head_from_prompts(clip: nn.Module, tokenizer, prompts: list[list[str]], batc
     clip.eval()
     device = clip.logit_scale.device
     rows = []
-    for class_prompts in prompts:
-        text = torch.cat([clip.encode_text(tokenizer(class_prompts[i:i + batch_size]).to(device)).float()
-                          for i in range(0, len(class_prompts), batch_size)])
+    for one_class in prompts:
+        text = torch.cat([clip.encode_text(tokenizer(one_class[i:i + batch_size]).to(device)).float()
+                          for i in range(0, len(one_class), batch_size)])
         rows.append(F.normalize(F.normalize(text, dim=-1).mean(0), dim=0))
     clip.train(was_training)
     return clip.logit_scale.exp().float() * torch.stack(rows)
@@ -178,7 +177,7 @@ def zeroshot_classifier_and_clip(cfg: ModelConfig, classes: list[str]) -> tuple[
     clip = build_clip(cfg, check_pretrained(cfg))
     model = _classifier(clip, len(classes))
     with torch.no_grad():
-        model.head.weight.copy_(head_from_prompts(clip, tokenizer_for(cfg), class_prompts(cfg, classes)))
+        model.head.weight.copy_(zeroshot_head(clip, cfg, classes))
         model.head.bias.zero_()
     return model, clip
 

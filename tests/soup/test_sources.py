@@ -9,7 +9,7 @@ from soup.sources import Converter, UnreadableWeights, read_weights
 from soup.tensorfile import TensorFile, TensorFileError, read_tensors
 from trainers.checkpoint import WEIGHTS, load_weights, read_meta
 from trainers.config import ModelConfig
-from trainers.model import state_checksum
+from trainers.model import state_checksum, zeroshot_classifier_and_clip
 
 
 def test_tensorfile_reads_what_safetensors_wrote(tmp_path):
@@ -81,3 +81,17 @@ def test_a_whole_clip_state_dict_gets_the_zero_shot_head_of_its_own_text_tower(s
     assert state_checksum(weights.state) == read_meta(base_dir)["base_checksum"]
     with pytest.raises(UnreadableWeights, match="needs the model config and the classes"):
         read_weights(str(tmp_path / "clip.pt"), tmp_path)
+
+
+def test_the_zero_shot_head_of_a_whole_clip_uses_the_configured_prompts(soup_inputs, pretrained_file, tmp_path):
+    _, base_dir, _ = soup_inputs
+    classes = read_meta(base_dir)["classes"]
+    torch.save(load_file(pretrained_file), tmp_path / "clip.pt")
+    custom = ModelConfig(pretrained=pretrained_file, custom_templates=["a blurry photo of a {}."],
+                         class_names={classes[0]: "widget"}, class_descriptions={classes[1]: ["a shiny round part."]})
+    weights = read_weights(str(tmp_path / "clip.pt"), tmp_path, Converter(custom, classes))
+    expected, _ = zeroshot_classifier_and_clip(custom, classes)  # how a sweep's base builds its head
+    assert torch.allclose(weights.state["head.weight"], expected.head.weight, atol=1e-6)
+    plain = read_weights(str(tmp_path / "clip.pt"), tmp_path / "plain", Converter(ModelConfig(pretrained=pretrained_file),
+                                                                                 classes))
+    assert not torch.allclose(plain.state["head.weight"], expected.head.weight, atol=1e-4)

@@ -25,7 +25,7 @@ search:
     optim.lr: {loguniform: [1.0e-5, 1.0e-3]}
     optim.weight_decay: {uniform: [0.0, 0.3]}
     aug.randaug_n: {randint: [0, 2]}
-    model.templates: {choice: [simple, openai-7]}
+    method.name: {choice: [ft, carft]}
 """
 
 
@@ -61,6 +61,10 @@ def test_round_trip_keeps_the_config_equal(demo_data, tmp_path):
     ({"search": {"space": {"optim.lx": {"uniform": [0, 1]}}}}, "'optim.lx' is not a training config key"),
     ({"search": {"space": {"optim.lr": {"uniform": [-1, 1]}}}}, "search.space.optim.lr: value -1.0 is invalid"),
     ({"search": {"space": {"optim.lr": {"loguniform": [0, 1]}}}}, "loguniform needs low > 0"),
+    ({"search": {"space": {"method.init": {"choice": ["zeroshot", "lp"]}}}},
+     "'method.init' fixes the initialisation every trial shares"),
+    ({"search": {"space": {"model.templates": {"choice": ["openai-7", "simple"]}}}},
+     "'model.templates' fixes the initialisation every trial shares"),
     ({"search": {"space": {"seed": {"uniform": [0, 1], "choice": [1]}}}}, "give exactly one of"),
     ({"search": {"algorithm": "grid-ish"}}, "search.algorithm: Input should be 'random', 'optuna' or 'grid'"),
     ({"soup": {"methods": ["greedy", "magic"]}}, "unknown soup methods ['magic']"),
