@@ -1,6 +1,6 @@
-"""The comparison: every method (and every trial) on every set, with top-1, macro-F1, ECE, inference
-cost, the average over the shift sets, and a McNemar test of each method against the best single
-model on test (the one a user would otherwise deploy)."""
+"""The comparison: every method (and every trial, and the sweep's training-free baselines) on every
+set, with top-1, macro-F1, ECE, inference cost, the average over the shift sets, and a McNemar test
+of each method against the best single model on test (the one a user would otherwise deploy)."""
 from __future__ import annotations
 
 import statistics
@@ -12,16 +12,21 @@ from soup.evaluation import Scored
 from trainers.metrics import classification_report, mcnemar, per_class_precision_recall
 
 SHIFT_AVG = "shift/avg"
+BASELINE = "baseline:"  # the prefix of the training-free baselines' rows
+TRIAL = "trial:"  # the prefix of single trials' rows
 TEST = "test"
 
 
-def comparison_table(results: list[MethodResult], scored: list[Scored], evaluator) -> list[dict]:
-    """Rows of (method, set, top1, macro_f1, ece, cost, ingredients, mcnemar_b/c/p): methods first,
-    then each trial as `trial:<id>`. McNemar cells are filled on test rows of methods only."""
+def comparison_table(results: list[MethodResult], scored: list[Scored], evaluator,
+                     baselines: dict[str, dict[str, torch.Tensor]] | None = None) -> list[dict]:
+    """Rows of (method, set, top1, macro_f1, ece, cost, ingredients, mcnemar_b/c/p): methods first, then
+    the training-free `baselines` (name -> set -> logits) as `baseline:<name>`, then each trial as
+    `trial:<id>`. McNemar cells are filled on test rows of methods and baselines."""
     best = max(scored, key=lambda s: s.heldout_top1)
     best_right = _correct(best.logits[TEST], evaluator.labels(TEST))
     entries = [(r.name, r.logits, r.cost, len(r.members), True) for r in results]
-    entries += [(f"trial:{s.trial_id}", s.logits, 1, 1, False) for s in scored]
+    entries += [(f"{BASELINE}{name}", logits, 1, 0, True) for name, logits in (baselines or {}).items()]
+    entries += [(f"{TRIAL}{s.trial_id}", s.logits, 1, 1, False) for s in scored]
     rows = []
     for name, logits, cost, size, is_method in entries:
         cells = {set_name: classification_report(values, evaluator.labels(set_name))

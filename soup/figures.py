@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-from soup.comparison import SHIFT_AVG, TEST
+from soup.comparison import SHIFT_AVG, TEST, TRIAL
 
 MARKERS = {"zeroshot": ("*", "black"), "best": ("D", "tab:gray"), "uniform": ("s", "tab:blue"),
            "greedy": ("P", "tab:red"), "model_stock": ("X", "tab:green"), "learned": ("p", "tab:purple"),
            "learned_layerwise": ("h", "tab:pink"), "ensemble": ("^", "tab:orange"),
-           "greedy_ensemble": ("v", "tab:brown")}
+           "greedy_ensemble": ("v", "tab:brown"), "baseline:zeroshot": ("*", "tab:olive"),
+           "baseline:tip_adapter": ("d", "tab:cyan")}
 
 
 def id_vs_shift(table: list[dict], curves: list[dict]) -> Figure | None:
@@ -23,7 +24,7 @@ def id_vs_shift(table: list[dict], curves: list[dict]) -> Figure | None:
         return None
     fig = Figure(figsize=(6.4, 4.8), layout="constrained")
     ax = fig.add_subplot()
-    trials = [m for m, s in cell if s == TEST and m.startswith("trial:")]
+    trials = [m for m, s in cell if s == TEST and m.startswith(TRIAL)]
     ax.scatter([100 * cell[(m, TEST)] for m in trials], [100 * cell[(m, SHIFT_AVG)] for m in trials],
                c="lightgray", edgecolors="gray", label="ingredients", zorder=2)
     for target in sorted({c["target"] for c in curves}):

@@ -17,6 +17,7 @@ from soup.screening import Reference, distance_problem, meta_problem, weights_pr
 from soup.sources import Converter, UnreadableWeights, Weights, read_weights
 from soup.statedict import normalise_keys
 from soup.tensorfile import TensorFile, read_tensors
+from trainers.baselines import Baselines
 from trainers.config import TrainConfig
 from trainers.data.store import read_split
 
@@ -33,6 +34,7 @@ class Base:
     checksum: str = ""
     head_init: str = ""
     meta: dict[str, Any] | None = None
+    baselines: Baselines | None = None  # the training-free baselines a sweep computed with its base
 
 
 @dataclass

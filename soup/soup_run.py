@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from soup.comparison import BASELINE
 from soup.figures import id_vs_shift, wiseft_curve
 from soup.options import SoupOptions
 from soup.records import KIND_SOUP, TAG_KIND, TAG_PARENT
@@ -44,6 +45,7 @@ def log_values(client: MlflowClient, run_id: str, outcome: SoupOutcome, options:
                params: dict[str, str]) -> None:
     now = int(time.time() * 1000)
     names = {r.name for r in outcome.results}
+    names |= {r["method"] for r in outcome.table if r["method"].startswith(BASELINE)}
     metrics = [Metric(metric_name(r["method"], r["set"], m), r[m], now, 0)
                for r in outcome.table if r["method"] in names for m in CELL_METRICS]
     metrics += [Metric(metric_name(r["method"], r["set"], "mcnemar_p"), r["mcnemar_p"], now, 0)

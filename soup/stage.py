@@ -19,6 +19,7 @@ from soup.options import SoupOptions
 from soup.scoring import Base, score_ingredients, training_images
 from soup.screening import manifest_problem
 from soup.splits import load_eval_sets
+from trainers.baselines import BASELINES_JSON, Baselines
 from trainers.checkpoint import WEIGHTS, local_checkpoint, read_meta
 from trainers.config import TrainConfig
 from trainers.errors import UserError
@@ -67,9 +68,24 @@ def make_soups(ingredients: list[Ingredient], base: Base, options: SoupOptions, 
         for result in made if isinstance(made, list) else [made]:
             ctx.done[result.name] = result
     outcome = SoupOutcome(list(ctx.done.values()), scoring.scored, skipped, classes=base.classes)
-    outcome.table = comparison_table(outcome.results, outcome.scored, evaluator)
+    outcome.table = comparison_table(outcome.results, outcome.scored, evaluator, baseline_logits(base, evaluator))
     outcome.per_class = per_class_table(outcome.results, evaluator, base.classes)
     return outcome
+
+
+def baseline_logits(base: Base, evaluator: Evaluator) -> dict[str, dict[str, torch.Tensor]]:
+    """Method -> set -> logits of the sweep's training-free baselines, on the sets this stage
+    evaluates; none when the sweep computed none or its sets no longer hold the same images' labels."""
+    if base.baselines is None:
+        return {}
+    names = [s.name for s in evaluator.sets]
+    stale = [n for n in names if n not in base.baselines.labels
+             or not torch.equal(base.baselines.labels[n], evaluator.labels(n).cpu())]
+    if stale:
+        log.warning("not showing the training-free baselines: they were computed on other data than %s",
+                    ", ".join(stale))
+        return {}
+    return {method: {n: sets[n] for n in names} for method, sets in base.baselines.logits.items()}
 
 
 def require_usable(ingredients: list[Ingredient]) -> None:
@@ -103,11 +119,12 @@ def base_from_checkpoint(uri: str, workdir: Path) -> Base:
         with local_checkpoint(uri) as path:
             meta = read_meta(path)
             file = _local_weights(uri, path, workdir)
+            baselines = Baselines.load(path) if (path / BASELINES_JSON).is_file() else None
     except (OSError, ValueError) as err:
         raise UserError(f"the sweep's base checkpoint {uri} cannot be read ({type(err).__name__}: {err}); "
                         "it is written when the sweep starts: check the storage the sweep used") from None
     return Base(TrainConfig.model_validate(meta["config"]), meta["classes"], file, meta.get("base_checksum", ""),
-                meta.get("head_init", ""), meta)
+                meta.get("head_init", ""), meta, baselines)
 
 
 def _local_weights(uri: str, path: Path, workdir: Path) -> Path:

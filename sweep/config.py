@@ -101,6 +101,13 @@ class AnytimeConfig(Section):
                                    "has not improved for this many finished trials; null: off")
 
 
+class BaselinesConfig(Section):
+    enabled: bool = Field(True, description="compute the training-free baselines (zero-shot prompt ensemble, "
+                          "Tip-Adapter) once when the sweep starts and show them in the soup report")
+    tip_shots: int | None = Field(16, ge=1, description="Tip-Adapter's cache: at most this many training images "
+                                  "per class (seeded); null: every training image")
+
+
 class ResourcesConfig(Section):
     workers: int = Field(2, ge=1, description="DDP workers per trial (Ray Train workers)")
     gpus_per_worker: float = Field(0, ge=0, description="GPUs per worker; 0 trains on CPU with gloo")
@@ -137,6 +144,7 @@ class SweepConfig(TrainConfig):
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     soup: SoupSection = Field(default_factory=SoupSection)
     anytime: AnytimeConfig = Field(default_factory=AnytimeConfig)
+    baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -29,7 +29,8 @@ from sweep.tracking import (TAG_OFFER_ORDER, TrialRuns, close_interrupted_trials
                             require_new_sweep, trial_runs_of)
 from sweep.trial import train_run_name
 from sweep.trial import TrialSpec, run_trial
-from trainers.base import write_base_checkpoint
+from trainers.base import default_device, write_base_checkpoint
+from trainers.baselines import training_free_baselines
 from trainers.checkpoint import upload_checkpoint
 from trainers.data.store import check_dataset
 
@@ -169,12 +170,16 @@ def replay_offers(client: MlflowClient, experiment_id: str, sweep_run_id: str, p
 
 
 def prepare_base(cfg: SweepConfig, paths: SweepPaths) -> str:
-    """Write the shared initialisation once, where every worker can read it; returns its checksum."""
-    if "://" not in paths.base:
-        return write_base_checkpoint(cfg.train_config(), paths.base)
+    """Write the shared initialisation once, where every worker can read it, with the training-free
+    baselines beside it (baselines.enabled); returns its checksum."""
     with tempfile.TemporaryDirectory(prefix="soupsweep-base-") as tmp:
-        checksum = write_base_checkpoint(cfg.train_config(), Path(tmp) / "base")
-        upload_checkpoint(Path(tmp) / "base", paths.base)
+        remote = "://" in paths.base and not paths.base.startswith("file://")
+        local = Path(tmp) / "base" if remote else Path(paths.base.removeprefix("file://"))
+        checksum = write_base_checkpoint(cfg.train_config(), local)
+        if cfg.baselines.enabled:
+            log.info("computing the training-free baselines (zero-shot, Tip-Adapter) once for the sweep")
+            training_free_baselines(cfg.train_config(), default_device(), cfg.baselines.tip_shots).save(local)
+        upload_checkpoint(local, paths.base)  # a no-op when the base is already where it belongs
     return checksum
 
 

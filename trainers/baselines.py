@@ -5,7 +5,9 @@
 - `tip_adapter` (Zhang et al. 2022, training-free Tip-Adapter): a cache whose keys are the training
   images' normalised features and whose values are their one-hot labels, added to the zero-shot logits:
   logits = zero-shot + alpha * exp(-beta * (1 - f @ keys.T)) @ values. alpha and beta are chosen on
-  held-out (alpha = 0 is in the grid, so it never does worse there than zero-shot).
+  held-out (alpha = 0 is in the grid, so it never does worse there than zero-shot). The cache holds
+  at most `shots` seeded training images per class (the paper's few-shot cache; None: all of them),
+  which bounds its memory and the decoding on large training sets.
 Features are computed once per split with the frozen tower (no augmentation).
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from trainers.config import TrainConfig
 from trainers.data.cache import load_eval_set
-from trainers.data.store import check_dataset
+from trainers.data.store import check_dataset, read_columns
 from trainers.evaluate import image_features
 from trainers.metrics import classification_report
 from trainers.model import zeroshot_classifier_and_clip
@@ -40,12 +42,6 @@ class Baselines:
     tip_alpha: float = 0.0
     tip_beta: float = 0.0
     metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # method -> set -> report
-
-    def rows(self) -> list[dict]:
-        """One row per method and set, with the comparison table's columns (inference cost 1)."""
-        return [{"method": method, "set": name, **report, "cost": 1, "ingredients": 0,
-                 "mcnemar_b": None, "mcnemar_c": None, "mcnemar_p": None}
-                for method, sets in self.metrics.items() for name, report in sets.items()]
 
     def save(self, directory: str | Path) -> None:
         """`baselines.json` (metrics, alpha, beta) and `baselines.safetensors` (logits and labels) in `directory`."""
@@ -73,14 +69,16 @@ class Baselines:
         return cls(logits, labels, summary["tip_alpha"], summary["tip_beta"], summary["metrics"])
 
 
-def training_free_baselines(cfg: TrainConfig, device: torch.device, chunk: int = 1024) -> Baselines:
+def training_free_baselines(cfg: TrainConfig, device: torch.device, shots: int | None = 16,
+                            chunk: int = 1024) -> Baselines:
     """Zero-shot and Tip-Adapter logits and metrics on held-out, test and every shift set."""
     classes = check_dataset(cfg.data)
     classifier, _ = zeroshot_classifier_and_clip(cfg.model, classes)
     classifier.to(device)
     sets = {"heldout": cfg.data.heldout, "test": cfg.data.test,
             **{f"shift/{name}": path for name, path in sorted(cfg.data.shift.items())}}
-    train = load_eval_set(cfg.data.train, classifier.image_size, device)
+    train = load_eval_set(cfg.data.train, classifier.image_size, device, rows=cache_rows(cfg.data.train, shots))
+    log.info("Tip-Adapter: a cache of %d training images", len(train))
     keys = image_features(classifier, train.images, device, cfg.precision)
     values = torch.nn.functional.one_hot(train.labels, len(classes)).float()
     features, zeroshot, labels, loaded = {}, {}, {}, {}
@@ -101,6 +99,22 @@ def training_free_baselines(cfg: TrainConfig, device: torch.device, chunk: int =
     out.metrics = {method: {name: classification_report(logits, out.labels[name]) for name, logits in sets_.items()}
                    for method, sets_ in out.logits.items()}
     return out
+
+
+def cache_rows(path: str, shots: int | None, seed: int = 0) -> list[int] | None:
+    """Row indices of at most `shots` training images per class, drawn with a fixed seed; None: all rows."""
+    if shots is None:
+        return None
+    labels = torch.tensor(read_columns(path, ["label"]).column("label").to_pylist())
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    taken: dict[int, int] = {}
+    rows = []
+    for row in order.tolist():
+        label = int(labels[row])
+        if taken.get(label, 0) < shots:
+            taken[label] = taken.get(label, 0) + 1
+            rows.append(row)
+    return sorted(rows)
 
 
 @torch.no_grad()

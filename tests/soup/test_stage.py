@@ -8,8 +8,10 @@ import torch
 
 from soup.ingredients import DIVERGED, FAILED, FINISHED, STOPPED, Ingredient, read_manifest, write_manifest
 from soup.methods import METHODS, parse_methods
+from soup.report import format_table
 from tests.soup.conftest import run_stage, train_ingredients
 from trainers.base import write_base_checkpoint
+from trainers.baselines import training_free_baselines
 from trainers.checkpoint import META, WEIGHTS, load_weights, read_meta
 from trainers.errors import UserError
 
@@ -90,3 +92,28 @@ def test_parse_methods():
     assert parse_methods("ensemble,greedy") == ["greedy", "ensemble"]
     with pytest.raises(UserError, match="unknown \\['soupy'\\]"):
         parse_methods("greedy,soupy")
+
+
+def test_the_sweeps_training_free_baselines_sit_beside_the_methods(soup_inputs, tmp_path, caplog):
+    cfg, base_dir, ingredients = soup_inputs
+    base_copy = tmp_path / "base"
+    shutil.copytree(base_dir, base_copy)
+    baselines = training_free_baselines(cfg, torch.device("cpu"), shots=4)
+    baselines.save(base_copy)  # as the sweep driver writes them beside its base
+    outcome = run_stage(ingredients, str(base_copy), tmp_path / "work", methods=["zeroshot", "greedy"])
+    cell = {(r["method"], r["set"]): r for r in outcome.table}
+    for name in ("heldout", "test", "shift/sketch", "shift/avg"):
+        # the base is the zero-shot model: the baseline and the soup stage's zero-shot row must agree
+        assert cell[("baseline:zeroshot", name)]["top1"] == pytest.approx(cell[("zeroshot", name)]["top1"])
+        assert cell[("baseline:tip_adapter", name)]["cost"] == 1
+    tip_test = baselines.metrics["tip_adapter"]["test"]
+    assert cell[("baseline:tip_adapter", "test")]["top1"] == pytest.approx(tip_test["top1"])
+    assert cell[("baseline:tip_adapter", "test")]["mcnemar_p"] is not None
+    report = format_table(outcome)
+    assert "baseline:tip_adapter" in report and "trial:" not in report
+
+    baselines.labels["test"] = baselines.labels["test"].roll(1)  # computed on other data: not shown
+    baselines.save(base_copy)
+    outcome = run_stage(ingredients, str(base_copy), tmp_path / "stale", methods=["greedy"])
+    assert not [r for r in outcome.table if r["method"].startswith("baseline:")]
+    assert "not showing the training-free baselines" in caplog.text

@@ -57,7 +57,7 @@ def test_round_trip_keeps_the_config_equal(demo_data, tmp_path):
     ({"optim": {"epochs": "many"}}, "optim.epochs: Input should be a valid integer"),
     ({"optim": {"lr": 0}}, "optim.lr: Input should be greater than 0"),
     ({"optim": {"lr": -1e-5}}, "optim.lr: Input should be greater than 0"),
-    ({"modle": {}}, "modle: unknown key (allowed here: anytime, aug, data, method, mlflow, model"),
+    ({"modle": {}}, "modle: unknown key (allowed here: anytime, aug, baselines, data, method, mlflow, model"),
     ({"search": {"space": {"optim.lx": {"uniform": [0, 1]}}}}, "'optim.lx' is not a training config key"),
     ({"search": {"space": {"optim.lr": {"uniform": [-1, 1]}}}}, "search.space.optim.lr: value -1.0 is invalid"),
     ({"search": {"space": {"optim.lr": {"loguniform": [0, 1]}}}}, "loguniform needs low > 0"),

@@ -5,6 +5,7 @@ model is evaluated on the same pixels and every later pass runs at model speed.
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -46,15 +47,19 @@ def project_logits(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Ten
     return logits if mask is None else logits.masked_fill(~mask.to(logits.device), -1e9)
 
 
-def load_eval_set(path: str, size: int, device: torch.device, part: tuple[int, int] = (0, 1)) -> CachedSet:
-    """Decode a split once (batched, on `device`) into a cache; `part=(rank, world)` keeps every world-th row."""
+def load_eval_set(path: str, size: int, device: torch.device, part: tuple[int, int] = (0, 1),
+                  rows: Collection[int] | None = None) -> CachedSet:
+    """Decode a split once (batched, on `device`) into a cache; `part=(rank, world)` keeps every world-th row,
+    `rows` (indices into the split) only those rows: the others are never decoded."""
     rank, world = part
+    rows = None if rows is None else set(rows)
     images, labels = [], []
     offset = 0
     for shard in open_shards(path):
         for group in range(shard.num_row_groups):
             table = shard.read_row_group(group, columns=["image", "label"])
-            keep = [i for i in range(len(table)) if (offset + i) % world == rank]
+            keep = [i for i in range(len(table))
+                    if (offset + i) % world == rank and (rows is None or offset + i in rows)]
             offset += len(table)
             blobs = table.column("image").take(keep).to_pylist()
             labels += table.column("label").take(keep).to_pylist()
