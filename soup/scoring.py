@@ -19,7 +19,8 @@ from soup.statedict import normalise_keys
 from soup.tensorfile import TensorFile, read_tensors
 from trainers.baselines import Baselines
 from trainers.config import TrainConfig
-from trainers.data.store import read_split
+from trainers.data.cache import load_eval_set
+from trainers.data.store import read_columns
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,6 @@ def _skip(skipped: dict[str, str], ingredient: Ingredient, reason: str) -> None:
 
 def training_images(path: str, image_size: int, count: int, seed: int = 0) -> torch.Tensor:
     """`count` training images (a seeded sample) for recomputing BatchNorm statistics."""
-    images = read_split(path, image_size).images
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count]
-    return images[order]
+    size = len(read_columns(path, ["label"]))
+    chosen = torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:count].tolist()
+    return load_eval_set(path, image_size, torch.device("cpu"), rows=chosen).images  # only these are decoded

@@ -16,9 +16,9 @@ from safetensors.torch import load_file, save_file
 
 from trainers.checkpoint import load_checkpoint, local_checkpoint, save_checkpoint
 from trainers.config import TrainConfig
-from trainers.data.store import check_dataset, read_split
+from trainers.data.store import check_dataset
 from trainers.errors import UserError
-from trainers.evaluate import image_features
+from trainers.evaluate import split_features
 from trainers.model import ImageClassifier, build_classifier, state_checksum, text_tower_state, \
     zeroshot_classifier_and_clip
 from trainers.tasks import TASKS, Start, fit_linear_probe
@@ -48,10 +48,9 @@ def default_device() -> torch.device:
 
 def linear_probe_head(cfg: TrainConfig, model: ImageClassifier, device: torch.device) -> None:
     """Fit the head on the frozen image tower's features of the training set (computed once, no augmentation)."""
-    train = read_split(cfg.data.train, model.image_size)
-    features = image_features(model.to(device), train.images, device, cfg.precision)
-    log.info("fitting the linear-probe init on %d cached training features", len(train))
-    fit_linear_probe(features, train.labels.to(device), model.head, cfg.method.lp_l2, cfg.method.lp_steps)
+    features, labels = split_features(model.to(device), cfg.data.train, device, cfg.precision)
+    log.info("fitting the linear-probe init on %d cached training features", len(labels))
+    fit_linear_probe(features, labels, model.head, cfg.method.lp_l2, cfg.method.lp_steps)
     model.to("cpu")
 
 

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from trainers.config import TrainConfig
 from trainers.data.cache import load_eval_set
 from trainers.data.store import check_dataset, read_columns
-from trainers.evaluate import image_features
+from trainers.evaluate import image_features, split_features
 from trainers.metrics import classification_report
 from trainers.model import zeroshot_classifier_and_clip
 
@@ -77,10 +77,10 @@ def training_free_baselines(cfg: TrainConfig, device: torch.device, shots: int |
     classifier.to(device)
     sets = {"heldout": cfg.data.heldout, "test": cfg.data.test,
             **{f"shift/{name}": path for name, path in sorted(cfg.data.shift.items())}}
-    train = load_eval_set(cfg.data.train, classifier.image_size, device, rows=cache_rows(cfg.data.train, shots))
-    log.info("Tip-Adapter: a cache of %d training images", len(train))
-    keys = image_features(classifier, train.images, device, cfg.precision)
-    values = torch.nn.functional.one_hot(train.labels, len(classes)).float()
+    keys, train_labels = split_features(classifier, cfg.data.train, device, cfg.precision,
+                                        cache_rows(cfg.data.train, shots))
+    log.info("Tip-Adapter: a cache of %d training images", len(train_labels))
+    values = torch.nn.functional.one_hot(train_labels, len(classes)).float()
     features, zeroshot, labels, loaded = {}, {}, {}, {}
     for name, path in sets.items():
         loaded[name] = load_eval_set(path, classifier.image_size, device)

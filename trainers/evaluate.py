@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Collection
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from trainers.data.cache import decoded_batches
 
 
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -50,3 +53,17 @@ def image_features(model: nn.Module, images: torch.Tensor, device: torch.device,
                    batch_size: int = 256) -> torch.Tensor:
     """float32 L2-normalised features (N, dim) of an ImageClassifier's image tower for uint8 images."""
     return F.normalize(_batched(model, model.features, images, device, precision, batch_size), dim=-1)
+
+
+def split_features(model: nn.Module, path: str, device: torch.device, precision: str = "auto",
+                   rows: Collection[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised image features (N, dim) and labels (N,) of a whole split (only `rows`, when given), on
+    `device`. Images are decoded and encoded a batch at a time, so a training set of any size fits: only
+    its features are kept."""
+    features, labels = [], []
+    for images, batch_labels in decoded_batches(path, model.image_size, device, rows=rows):
+        features.append(image_features(model, images, device, precision))
+        labels += batch_labels
+    dim = model.head.in_features
+    return (torch.cat(features) if features else torch.empty(0, dim, device=device),
+            torch.tensor(labels, dtype=torch.int64, device=device))

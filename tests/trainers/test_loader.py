@@ -12,13 +12,15 @@ from PIL import Image
 from torchvision.io import encode_jpeg, encode_png
 
 from trainers.augment import BatchAugment, crop_boxes, mix, soft_targets
-from trainers.config import AugConfig
+from trainers.config import AugConfig, ModelConfig
 from trainers.data.cache import load_eval_set
 from trainers.data.decode import decode_batch, decode_centre
 from trainers.data.loader import ShuffleBuffer, TrainLoader, epoch_rows, prefetched, row_groups
 from trainers.data.randaugment import randaugment
 from trainers.data.store import open_shards, read_columns, write_split
 from trainers.data.synthetic import CLASSES, render
+from trainers.evaluate import image_features, split_features
+from trainers.model import build_zeroshot_classifier
 
 CPU = torch.device("cpu")
 PLAIN = AugConfig(min_scale=0.5, hflip=False)
@@ -149,6 +151,17 @@ def test_evaluation_cache_is_sliced_by_rank_and_kept_as_uint8(uneven_store):
     parts = [load_eval_set(uneven_store, 16, CPU, part=(r, 3)) for r in range(3)]
     assert sum(len(p) for p in parts) == 53
     assert torch.equal(parts[1].images, whole.images[1::3]) and torch.equal(parts[2].labels, whole.labels[2::3])
+    rows = [0, 4, 5, 17, 52]  # across row groups and shards: only these are decoded
+    chosen = load_eval_set(uneven_store, 16, CPU, rows=rows)
+    assert torch.equal(chosen.images, whole.images[rows]) and torch.equal(chosen.labels, whole.labels[rows])
+
+
+def test_split_features_stream_the_split_through_the_image_tower(uneven_store, pretrained_file):
+    model = build_zeroshot_classifier(ModelConfig(pretrained=pretrained_file), CLASSES)
+    whole = load_eval_set(uneven_store, model.image_size, CPU)
+    features, labels = split_features(model, uneven_store, CPU, rows=range(0, 53, 2))
+    assert torch.allclose(features, image_features(model, whole.images[::2], CPU), atol=1e-5)
+    assert torch.equal(labels, whole.labels[::2])
 
 
 def test_decode_batch_on_the_cpu_matches_pil():

@@ -5,7 +5,7 @@ model is evaluated on the same pixels and every later pass runs at model speed.
 """
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -51,9 +51,22 @@ def load_eval_set(path: str, size: int, device: torch.device, part: tuple[int, i
                   rows: Collection[int] | None = None) -> CachedSet:
     """Decode a split once (batched, on `device`) into a cache; `part=(rank, world)` keeps every world-th row,
     `rows` (indices into the split) only those rows: the others are never decoded."""
+    images, labels = [], []
+    for batch, batch_labels in decoded_batches(path, size, device, part, rows):
+        images.append(batch)
+        labels += batch_labels
+    classes = read_classes(path)
+    empty = torch.empty(0, 3, size, size, dtype=torch.uint8, device=device)
+    return CachedSet(torch.cat(images) if images else empty,
+                     torch.tensor(labels, dtype=torch.int64, device=device), classes, read_covers(path))
+
+
+def decoded_batches(path: str, size: int, device: torch.device, part: tuple[int, int] = (0, 1),
+                    rows: Collection[int] | None = None) -> Iterator[tuple[torch.Tensor, list[int]]]:
+    """The kept rows of a split (see load_eval_set), decoded and centre-cropped DECODE_BATCH at a time on
+    `device`, with their labels: whoever consumes them holds one batch of pixels at a time."""
     rank, world = part
     rows = None if rows is None else set(rows)
-    images, labels = [], []
     offset = 0
     for shard in open_shards(path):
         for group in range(shard.num_row_groups):
@@ -61,11 +74,10 @@ def load_eval_set(path: str, size: int, device: torch.device, part: tuple[int, i
             keep = [i for i in range(len(table))
                     if (offset + i) % world == rank and (rows is None or offset + i in rows)]
             offset += len(table)
+            if not keep:  # (pyarrow cannot take an empty, hence untyped, list)
+                continue
             blobs = table.column("image").take(keep).to_pylist()
-            labels += table.column("label").take(keep).to_pylist()
+            labels = table.column("label").take(keep).to_pylist()
             for start in range(0, len(blobs), DECODE_BATCH):
-                images.append(decode_centre(blobs[start:start + DECODE_BATCH], size, device))
-    classes = read_classes(path)
-    empty = torch.empty(0, 3, size, size, dtype=torch.uint8, device=device)
-    return CachedSet(torch.cat(images) if images else empty,
-                     torch.tensor(labels, dtype=torch.int64, device=device), classes, read_covers(path))
+                yield (decode_centre(blobs[start:start + DECODE_BATCH], size, device),
+                       labels[start:start + DECODE_BATCH])
