@@ -33,7 +33,7 @@ def test_learns_from_random_init_and_checkpoints_every_epoch(random_base, tmp_pa
 
     result = fit(cfg, RunContext(base_dir=base_dir, report=report, trial_id="t1"))
     assert [m[M.EPOCH] for m in kept] == list(range(1, 13))
-    assert result.metrics[M.VAL_TOP1] > 0.4  # 4 classes: chance is 0.25 (0.5 on a slow run, 0.6-0.8 usually)
+    assert result.metrics[M.VAL_TOP1] > 0.4  # 4 classes: chance is 0.25 (one CI run reached exactly 0.5)
     assert kept[-1][M.TRAIN_LOSS] < kept[0][M.TRAIN_LOSS]
     last = load_checkpoint(tmp_path / "epoch12")
     assert last.meta["base_checksum"] == checksum and last.meta["trial_id"] == "t1"
