@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from trainers.config import TrainConfig  # noqa: E402
 from trainers.evaluate import autocast_for  # noqa: E402
 from trainers.model import build_classifier  # noqa: E402
-from trainers.step import Stepper  # noqa: E402
+from trainers.step import Stepper, compile_for_training  # noqa: E402
 from trainers.tasks import Start, make_task  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def ours(cfg: TrainConfig, classes: int, device: torch.device, images, targets):
     classifier = build_classifier(cfg.model, classes)
     task = make_task(Start(cfg, classifier, [str(i) for i in range(classes)], lambda: {}))
     task.module.to(device)
-    runner = torch.compile(task.module) if cfg.model.compile else task.module
+    runner = compile_for_training(task.module, cfg.model.compile)
     stepper = Stepper(task.module, runner, cfg.optim, cfg.precision, device, total_batches=10**6)
     task.train_mode(task.module)
     return lambda: stepper.step(images, targets)
@@ -56,7 +56,7 @@ def ours(cfg: TrainConfig, classes: int, device: torch.device, images, targets):
 
 def bare(cfg: TrainConfig, classes: int, device: torch.device, images, labels):
     model = build_classifier(cfg.model, classes).to(device).train()
-    runner = torch.compile(model) if cfg.model.compile else model
+    runner = compile_for_training(model, cfg.model.compile)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
                                   fused=device.type == "cuda")
 
@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--compile", nargs="?", const=True, default=False, metavar="BACKEND",
+                        help="torch.compile both loops (model.compile: inductor when no backend is named)")
     parser.add_argument("--ema", type=float, default=None, help="also keep an EMA with this decay (ours only)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")

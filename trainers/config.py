@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from trainers.errors import UserError
 
 SCHEMA_VERSION = 1
+CompileBackend = Literal["inductor", "aot_eager", "eager"]  # what model.compile may name besides true/false
+COMPILE_BACKENDS = get_args(CompileBackend)
 
 
 class Section(BaseModel):
@@ -43,9 +45,21 @@ class ModelConfig(Section):
         default_factory=dict, description="Data class name -> the name prompts use (e.g. n01440764 -> tench).")
     class_descriptions: dict[str, list[str]] = Field(
         default_factory=dict, description="Data class name -> extra prompts (whole sentences) for that class.")
-    compile: bool = Field(False, description="torch.compile the training step's model.")
+    compile: bool | CompileBackend = Field(
+        False, description="torch.compile the module the training step runs: true (inductor, torch's default "
+        "backend), a backend name (aot_eager or eager: trace without generating code, quick on a CPU), or false.")
     freeze_batchnorm: bool = Field(
         False, description="Keep BatchNorm statistics and affine weights of the image tower fixed (conv towers).")
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _bool_or_backend(cls, value: Any) -> Any:
+        # One clear message instead of pydantic's two (one per member of the union).
+        if isinstance(value, bool) or value in COMPILE_BACKENDS:
+            return value
+        if value in ("true", "false"):  # a quoted boolean
+            return value == "true"
+        raise ValueError(f"use true (inductor), false or a torch.compile backend: {', '.join(COMPILE_BACKENDS)}")
 
     @field_validator("custom_templates")
     @classmethod

@@ -29,7 +29,7 @@ from trainers.errors import UserError
 from trainers.evaluate import predict
 from trainers.model import ImageClassifier
 from trainers.sampling import BalancedTrainLoader
-from trainers.step import Stepper
+from trainers.step import Stepper, compile_for_training
 from trainers.tasks import Task, make_task
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def fit(cfg: TrainConfig, ctx: RunContext) -> FitResult:
                         f"is more than the {train_data.num_rows} training images; lower the batch size")
     task = make_task(start)
     task.module.to(ctx.device)
-    runner = wrap_ddp(torch.compile(task.module) if cfg.model.compile else task.module, ctx.device)
+    runner = wrap_ddp(compile_for_training(task.module, cfg.model.compile), ctx.device)
     stepper = Stepper(task.module, runner, cfg.optim, cfg.precision, ctx.device, steps_per_epoch * cfg.optim.epochs)
     start_epoch = _resume(ctx.resume_dir, task, stepper)
     last: dict[str, float] = {}

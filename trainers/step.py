@@ -17,6 +17,15 @@ from trainers.config import OptimConfig
 from trainers.evaluate import autocast_for
 
 
+def compile_for_training(module: nn.Module, setting: bool | str) -> nn.Module:
+    """What the step runs: `module` compiled as `model.compile` asks (true: inductor), or `module` itself.
+    The compiled module shares the parameters, so the optimizer, the EMA and checkpoints keep using the
+    plain module (its state-dict keys have no `_orig_mod.` prefix)."""
+    if not setting:
+        return module
+    return torch.compile(module, backend="inductor" if setting is True else setting)
+
+
 def make_optimizer(model: nn.Module, optim: OptimConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW over the trainable parameters; no weight decay on biases, norms, the logit scale and
     other parameters with fewer than 2 dimensions."""
