@@ -30,7 +30,9 @@ TEXT_TOWER = "text_tower.safetensors"
 def write_base_checkpoint(cfg: TrainConfig, directory: str | Path, device: torch.device | None = None) -> str:
     """Check the data, build the shared initialisation (`method.init`), save it; returns the base checksum."""
     classes = check_dataset(cfg.data)
-    model, clip = zeroshot_classifier_and_clip(cfg.model, classes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)  # without pretrained weights the towers are random: the same ones each time
+        model, clip = zeroshot_classifier_and_clip(cfg.model, classes)
     if cfg.method.init == "lp":
         linear_probe_head(cfg, model, device or default_device())
     state = model.state_dict()

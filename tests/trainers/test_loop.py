@@ -21,6 +21,12 @@ def random_base(demo_data, tmp_path_factory):
     return cfg, str(directory), write_base_checkpoint(cfg, directory)
 
 
+def test_a_random_weights_base_is_the_same_for_the_same_seed(random_base, tmp_path):
+    cfg, _, checksum = random_base
+    assert write_base_checkpoint(cfg, tmp_path / "again") == checksum  # reproducible runs and tests
+    assert write_base_checkpoint(cfg.with_overrides({"seed": 1}), tmp_path / "other") != checksum
+
+
 def test_learns_from_random_init_and_checkpoints_every_epoch(random_base, tmp_path):
     cfg, base_dir, checksum = random_base
     cfg = cfg.with_overrides({"optim.epochs": 12, "optim.lr": 3e-3, "optim.batch_size": 16, "aug.mixup_alpha": 0.1,
