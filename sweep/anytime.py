@@ -23,7 +23,12 @@ log = logging.getLogger(__name__)
 SOUP_GAIN = "soup/gain"
 OFFERED = "soup/offered"  # 1 in a trial's soup result (its last), 0 when it had nothing to offer
 REPORT_KEYS = {"accepted": "soup/accepted", "soup_heldout": "soup/heldout", "soup_size": "soup/size",
-               "order": "soup/order", "improved": "soup/improved", "ingredient_heldout": "soup/ingredient_heldout"}
+               "order": "soup/order", "improved": "soup/improved", "ingredient_heldout": "soup/ingredient_heldout",
+               "best_single_heldout": "soup/best_single_heldout"}
+# The soup's state right after the offer, as strings (Tune results hold numbers or strings): with the
+# numbers above, all that the sweep run shows, so the MLflow callback never asks the actor.
+MEMBERS = "soup/members"  # the soup's trial ids, comma-joined
+BEST_SINGLE = "soup/best_single"  # the trial with the best held-out accuracy so far
 
 
 def actor_name(experiment: str) -> str:
@@ -41,7 +46,10 @@ class AnytimeSoupActor:
         self.soup = AnytimeSoup(base, device, tie_rule, tolerance, self.workdir)
 
     def offer(self, trial_id: str, checkpoint: str) -> dict:
-        return self.soup.offer(trial_id, checkpoint).as_dict()
+        """The offer's outcome and the soup's state right after it (members, best single trial)."""
+        outcome = self.soup.offer(trial_id, checkpoint).as_dict()
+        summary = self.soup.summary()
+        return {**outcome, **{key: summary[key] for key in ("members", "best_single", "best_single_heldout")}}
 
     def summary(self) -> dict:
         return self.soup.summary()
@@ -53,15 +61,16 @@ def start_anytime_actor(experiment: str, base_uri: str, tie_rule: str, tolerance
         base_uri, tie_rule, tolerance)
 
 
-def offer_to_soup(experiment: str, trial_id: str, checkpoint: str | None, complete: bool) -> dict[str, float]:
+def offer_to_soup(experiment: str, trial_id: str, checkpoint: str | None, complete: bool) -> dict[str, float | str]:
     """Called by a trial after training: offer a complete run's final checkpoint to the anytime soup;
-    returns the metrics of the trial's soup result."""
+    returns the values of the trial's soup result."""
     if not (checkpoint and complete):
         return {OFFERED: 0.0, SOUP_GAIN: 0.0}
     offer = ray.get(ray.get_actor(actor_name(experiment)).offer.remote(trial_id, checkpoint))
-    metrics = {OFFERED: 1.0, SOUP_GAIN: float(offer["gain"])}
-    metrics.update({key: float(offer[field]) for field, key in REPORT_KEYS.items()})
-    return metrics
+    values: dict[str, float | str] = {OFFERED: 1.0, SOUP_GAIN: float(offer["gain"])}
+    values.update({key: float(offer[field]) for field, key in REPORT_KEYS.items()})
+    values.update({MEMBERS: ",".join(offer["members"]), BEST_SINGLE: offer["best_single"]})
+    return values
 
 
 class SoupPlateau(tune.Stopper):

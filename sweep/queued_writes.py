@@ -7,16 +7,22 @@ callback only queues its writes. MLflow's client already retries a failed reques
 (MLFLOW_HTTP_REQUEST_MAX_RETRIES, 7 by default, with exponential backoff: about 4 minutes); a write
 that still fails for a transient reason (connection refused, HTTP 5xx or 429) stays at the head of
 the queue and is retried with backoff while the sweep runs. `flush` waits a bounded time at the end.
+
+Tables are written once per run and file (`log_table_once`): MlflowClient.log_table appends to a
+file the run already has, so a retried write whose upload had got through, or a resumed sweep that
+logs a trial's table again, would repeat its rows. The first whole table stays (one file upload; if
+MLflow failed after it, before the tag that lists the table, it is still a downloadable artifact).
 """
 from __future__ import annotations
 
 import logging
+import posixpath
 import threading
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -27,7 +33,9 @@ STAND_IN_PREFIX = "queued-run-"
 
 @dataclass
 class Write:
-    method: str  # an MlflowClient method whose first argument is a run id (or, create_run, an experiment id)
+    # an MlflowClient method (log_table: log_table_once) whose first argument is a run id (or, create_run,
+    # an experiment id)
+    method: str
     args: tuple
     kwargs: dict = field(default_factory=dict)
     stand_in: str | None = None  # create_run: the id handed out before the run exists
@@ -39,6 +47,27 @@ def refused(err: Exception) -> bool:
         return False
     status = err.get_http_status_code()
     return 400 <= status < 500 and status != 429
+
+
+Table = dict[str, list]
+
+
+def log_table_once(client: MlflowClient, run_id: str, data: Table | Callable[[], Table], artifact_file: str) -> bool:
+    """`client.log_table`, unless the run already has `artifact_file` (then nothing: see the module's
+    docstring). `data` may be a function computing the table; it is called only when the table is
+    written, and if it raises, the table is left out with a warning. True when the table was written."""
+    folder = posixpath.dirname(artifact_file) or None
+    if any(a.path == artifact_file for a in client.list_artifacts(run_id, folder)):
+        log.info("run %s already has the table %s; not logged again", run_id, artifact_file)
+        return False
+    if callable(data):
+        try:
+            data = data()
+        except Exception as err:  # retrying cannot make a missing file appear; the writes behind go on
+            log.warning("table %s of MLflow run %s left out: %s", artifact_file, run_id, err)
+            return False
+    client.log_table(run_id, data, artifact_file)
+    return True
 
 
 class QueuedWrites:
@@ -56,6 +85,9 @@ class QueuedWrites:
     def search_runs(self, *args, **kwargs):  # reads go straight to the server
         return self.client.search_runs(*args, **kwargs)
 
+    def get_run(self, run_id: str):
+        return self.client.get_run(run_id)
+
     def create_run(self, experiment_id: str, **kwargs: Any) -> str:
         stand_in = f"{STAND_IN_PREFIX}{uuid.uuid4().hex}"
         self._put(Write("create_run", (experiment_id,), kwargs, stand_in))
@@ -72,6 +104,10 @@ class QueuedWrites:
 
     def update_run(self, run_id: str, status: str) -> None:
         self._put(Write("update_run", (run_id, status)))
+
+    def log_table(self, run_id: str, data: Table | Callable[[], Table], artifact_file: str) -> None:
+        """`log_table_once` on the writer thread: a table given as a function is computed there."""
+        self._put(Write("log_table", (run_id, data, artifact_file)))
 
     def run_id(self, run_id: str) -> str | None:
         """The MLflow run id behind a stand-in (None until its run is created); others unchanged."""
@@ -126,6 +162,9 @@ class QueuedWrites:
         args = (self._run_ids.get(write.args[0], write.args[0]), *write.args[1:])
         if args[0].startswith(STAND_IN_PREFIX):  # its create_run was refused: nothing to write to
             raise MlflowException(f"run {args[0]} was never created", error_code="RESOURCE_DOES_NOT_EXIST")
+        if write.method == "log_table":
+            log_table_once(self.client, *args, **write.kwargs)
+            return
         result = getattr(self.client, write.method)(*args, **write.kwargs)
         if write.stand_in:
             self._run_ids[write.stand_in] = result.info.run_id

@@ -1,28 +1,32 @@
 """MLflow runs of a sweep, written from the sweep driver only (one writer: no sqlite contention).
 
 The sweep run is the parent; a Tune callback opens one child run per trial, logs its params and
-per-epoch metrics as results arrive, closes it with the trial's status, and keeps the parent's
-counts by status and best-so-far current. On resume it finds the runs it opened before.
+per-epoch metrics as results arrive, closes it with the trial's status (a finished or stopped trial's
+per-class report on the val split as an MLflow table), and keeps the parent's counts by status,
+best-so-far and anytime soup current. On resume it finds the runs it opened before.
 """
 from __future__ import annotations
 
 import logging
+import posixpath
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
-import ray
 from ray import tune
 
 from soup.ingredients import DIVERGED, FAILED, FINISHED, STOPPED
-from sweep.anytime import OFFERED, SOUP_GAIN, actor_name
-from sweep.queued_writes import QueuedWrites
+from sweep.anytime import BEST_SINGLE, MEMBERS, OFFERED, REPORT_KEYS, SOUP_GAIN
+from sweep.queued_writes import QueuedWrites, log_table_once
 from sweep.space import resolve_overrides
-from soup.records import (artifact_location, KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_KIND, TAG_PARENT, TAG_TRIAL_ID,
-                          find_sweep_run)
+from sweep.trial import checkpoint_uri, kept_checkpoint
+from soup.records import (artifact_location, KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_KIND, TAG_PARENT, TAG_STORAGE,
+                          TAG_TRIAL_ID, find_sweep_run)
 from trainers import metrics as M
+from trainers.checkpoint import read_meta
 from trainers.config import TrainConfig
 from trainers.errors import UserError
 
@@ -34,6 +38,8 @@ TAG_STATUS = "soupsweep.status"
 TAG_REASON = "soupsweep.reason"
 TAG_OFFER_ORDER = "soupsweep.offer_order"  # on a trial run: when the anytime soup was offered it
 TAG_ANYTIME_MEMBERS = "soupsweep.anytime_members"  # on the sweep run: the running soup's trial ids
+TAG_ANYTIME_BEST_SINGLE = "soupsweep.anytime_best_single"  # on the sweep run: the best trial offered so far
+PER_CLASS_TABLE = "per_class_val.json"  # on a trial run: its last checkpoint's per-class report on val
 RUNNING = "running"
 FLUSH_PATIENCE_S = 300  # after the search, how long queued trial-run writes wait for an absent MLflow
 MLFLOW_STATUS = {FINISHED: "FINISHED", STOPPED: "FINISHED", DIVERGED: "FAILED", FAILED: "FAILED"}
@@ -65,6 +71,19 @@ def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> Non
         client.log_batch(run_id, params=items[start:start + 100])
 
 
+def per_class_table(checkpoint: str) -> dict[str, list]:
+    """The per-class report on the val split of a trial's last checkpoint (meta.json; local, s3://,
+    gs://), with its epoch as a column. `checkpoint` is the last one Tune saw; a trial that Tune stopped
+    may have saved a newer one before it ended (and num_to_keep then deleted the older), so the one
+    Ray Train kept in the same run folder is read: the trial's ingredient."""
+    checkpoint = kept_checkpoint(posixpath.dirname(checkpoint.rstrip("/"))) or checkpoint
+    meta = read_meta(checkpoint)
+    table = meta.get("per_class", {}).get("val")
+    if not table:
+        raise ValueError(f"{checkpoint}/meta.json has no per-class report")
+    return {**table, M.EPOCH: [meta["epoch"]] * len(table["class"])}
+
+
 @dataclass
 class TrialRecord:
     run_id: str
@@ -73,6 +92,7 @@ class TrialRecord:
     status: str = RUNNING
     reason: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
+    checkpoint: str = ""  # URI of the last checkpoint reported
 
 
 def trial_runs_of(client: MlflowClient, experiment_id: str, parent_run_id: str, status: str | None = None) -> list:
@@ -85,8 +105,12 @@ def trial_runs_of(client: MlflowClient, experiment_id: str, parent_run_id: str, 
 
 def close_interrupted_trials(client: MlflowClient, experiment_id: str, parent_run_id: str, reason: str) -> None:
     """After the search: trials Tune stopped without a completion event (the time budget ran out, or
-    the anytime stopping rule) are marked stopped; they remain ingredients if they left a checkpoint."""
+    the anytime stopping rule) are marked stopped; they remain ingredients if they left a checkpoint,
+    and get its per-class table (read here, after the search: nothing waits on it)."""
     for run in trial_runs_of(client, experiment_id, parent_run_id, RUNNING):
+        if run.data.tags.get(TAG_CHECKPOINT):
+            log_table_once(client, run.info.run_id, partial(per_class_table, run.data.tags[TAG_CHECKPOINT]),
+                           PER_CLASS_TABLE)
         client.set_tag(run.info.run_id, TAG_STATUS, STOPPED)
         client.set_tag(run.info.run_id, TAG_REASON, reason)
         client.set_terminated(run.info.run_id, MLFLOW_STATUS[STOPPED])
@@ -99,9 +123,13 @@ class TrialRuns(tune.Callback):
                  anytime_experiment: str | None = None):
         self.tracking_uri, self.experiment_id, self.parent_run_id, self.base = (
             tracking_uri, experiment_id, parent_run_id, base)
-        self.anytime_experiment = anytime_experiment  # the sweep whose anytime soup actor to read
+        # Set when the sweep has an anytime soup: its trials' last results carry their offers and the
+        # soup's state after each, so this callback never calls the soup actor (nor Ray).
+        self.anytime_experiment = anytime_experiment
         # Queued: the Tune loop never waits on MLflow, and an outage of the server loses nothing.
         self.client = QueuedWrites(MlflowClient(tracking_uri))
+        # Ray reports checkpoint paths without the storage's scheme (s3://, gs://): the sweep run has it.
+        self.storage = self.client.get_run(parent_run_id).data.tags.get(TAG_STORAGE, "")
         self.trials: dict[str, TrialRecord] = self._existing_trials()
 
     def __reduce__(self):
@@ -118,7 +146,7 @@ class TrialRuns(tune.Callback):
             cfg = TrainConfig.from_params(run.data.params)
             records[run.data.tags[TAG_TRIAL_ID]] = TrialRecord(
                 run.info.run_id, {}, cfg.optim.epochs, run.data.tags.get(TAG_STATUS, RUNNING),
-                run.data.tags.get(TAG_REASON, ""), dict(run.data.metrics))
+                run.data.tags.get(TAG_REASON, ""), dict(run.data.metrics), run.data.tags.get(TAG_CHECKPOINT, ""))
         return records
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -148,7 +176,8 @@ class TrialRuns(tune.Callback):
         if not result.get(M.DIVERGED):
             self.client.log_batch(record.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
         if result.get("checkpoint_path"):
-            self.client.set_tag(record.run_id, TAG_CHECKPOINT, result["checkpoint_path"])
+            record.checkpoint = checkpoint_uri(self.storage, result["checkpoint_path"])
+            self.client.set_tag(record.run_id, TAG_CHECKPOINT, record.checkpoint)
         self._update_parent()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -160,7 +189,13 @@ class TrialRuns(tune.Callback):
         epoch = int(record.metrics.get(M.EPOCH, 0))
         if record.metrics.get(M.DIVERGED):
             self._close(record, DIVERGED, f"training loss went non-finite at epoch {epoch}")
-        elif epoch < record.planned_epochs:
+            return
+        if record.checkpoint:
+            # Queued before the status, so a run marked finished has its table. Given as a function,
+            # meta.json is read on the writer thread: a slow or unreachable storage delays only the
+            # MLflow writes behind it, never Tune; an unreadable one leaves the table out with a warning.
+            self.client.log_table(record.run_id, partial(per_class_table, record.checkpoint), PER_CLASS_TABLE)
+        if epoch < record.planned_epochs:
             self._close(record, STOPPED, f"stopped early at epoch {epoch} of {record.planned_epochs}")
         else:
             self._close(record, FINISHED)
@@ -194,23 +229,23 @@ class TrialRuns(tune.Callback):
         self._update_parent()
 
     def _log_offer(self, record: TrialRecord, result: dict) -> None:
-        """The trial's soup gain on its run; the running soup's state on the sweep run."""
+        """The trial's soup gain on its run; the soup's state right after its offer on the sweep run
+        (both from the trial's soup result: see sweep.anytime.offer_to_soup)."""
         now = int(time.time() * 1000)
         metrics = [Metric(SOUP_GAIN, float(result[SOUP_GAIN]), now, 0)]
         if not result[OFFERED] or self.anytime_experiment is None:
             self.client.log_batch(record.run_id, metrics=metrics)
             return
-        order = int(result["soup/order"])
-        metrics.append(Metric("soup/accepted", float(result["soup/accepted"]), now, 0))
+        order = int(result[REPORT_KEYS["order"]])
+        metrics.append(Metric("soup/accepted", float(result[REPORT_KEYS["accepted"]]), now, 0))
         self.client.log_batch(record.run_id, metrics=metrics)
         self.client.set_tag(record.run_id, TAG_OFFER_ORDER, str(order))
-        summary = ray.get(ray.get_actor(actor_name(self.anytime_experiment)).summary.remote())
-        self.client.log_batch(self.parent_run_id, metrics=[
-            Metric(f"anytime/{key}", float(summary[key]), now, order + 1)
-            for key in ("soup_heldout", "best_single_heldout") if summary[key] == summary[key]] + [
-            Metric("anytime/size", float(len(summary["members"])), now, order + 1)])
-        self.client.set_tag(self.parent_run_id, TAG_ANYTIME_MEMBERS, ",".join(summary["members"]))
-        self.client.set_tag(self.parent_run_id, "soupsweep.anytime_best_single", summary["best_single"])
+        values = {name: float(result[REPORT_KEYS[field]]) for name, field in (
+            ("soup_heldout", "soup_heldout"), ("best_single_heldout", "best_single_heldout"), ("size", "soup_size"))}
+        self.client.log_batch(self.parent_run_id, metrics=[  # nan (no trial evaluated yet) is left out
+            Metric(f"anytime/{name}", value, now, order + 1) for name, value in values.items() if value == value])
+        self.client.set_tag(self.parent_run_id, TAG_ANYTIME_MEMBERS, str(result[MEMBERS]))
+        self.client.set_tag(self.parent_run_id, TAG_ANYTIME_BEST_SINGLE, str(result[BEST_SINGLE]))
 
     def _update_parent(self) -> None:
         """Counts by status and the best validation accuracy so far, on the sweep run."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import ray.train
 from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
@@ -62,9 +63,10 @@ def run_trial(overrides: dict[str, Any], spec: TrialSpec) -> None:
         tune.report(soup_result(spec, trial_id, cfg, result))
 
 
-def soup_result(spec: TrialSpec, trial_id: str, cfg: TrainConfig, result) -> dict[str, float]:
-    """The trial's last Tune result: its anytime-soup outcome, beside the last epoch's metrics
-    (repeated so that every result carries what the scheduler reads)."""
+def soup_result(spec: TrialSpec, trial_id: str, cfg: TrainConfig, result) -> dict[str, float | str]:
+    """The trial's last Tune result: its anytime-soup outcome and the soup's state after it (what the
+    sweep run shows), beside the last epoch's metrics (repeated so that every result carries what the
+    scheduler reads)."""
     last = result.metrics or {}  # Train V2: the metrics reported with the last checkpoint
     complete = last.get(M.EPOCH) == cfg.optim.epochs  # diverged runs end without a final checkpoint
     checkpoint = checkpoint_uri(spec.storage_path, result.checkpoint.path) if result.checkpoint else None
@@ -75,6 +77,15 @@ def soup_result(spec: TrialSpec, trial_id: str, cfg: TrainConfig, result) -> dic
 def checkpoint_uri(storage_path: str, path: str) -> str:
     """A checkpoint's URI: Ray gives filesystem paths, without the storage's scheme (s3://, gs://)."""
     return storage_path.split("://")[0] + "://" + path if "://" in storage_path else path
+
+
+def kept_checkpoint(run_folder: str) -> str | None:
+    """URI of the checkpoint Ray Train kept last in a Train run's folder (a URI), or None."""
+    try:
+        result = ray.train.Result.from_path(run_folder)
+    except Exception:  # no run folder, or no snapshot in it
+        return None
+    return checkpoint_uri(run_folder, result.checkpoint.path) if result.checkpoint else None
 
 
 class ReportToTune(TuneReportCallback):

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from soup.pipeline import soup_experiment
 from sweep.config import SweepConfig
 from sweep.driver import TAG_STOP_REASON, run_sweep
-from sweep.tracking import TAG_ANYTIME_MEMBERS, TAG_OFFER_ORDER
+from sweep.tracking import TAG_ANYTIME_BEST_SINGLE, TAG_ANYTIME_MEMBERS, TAG_OFFER_ORDER
 from tests.conftest import tiny_sweep_tree
 from tests.sweep.sweeps import trial_runs
 from trainers.config import validate
@@ -47,6 +47,15 @@ def test_anytime_soup_grows_as_trials_finish_and_stops_on_a_plateau(ray_cluster,
     members = sweep_run.data.tags[TAG_ANYTIME_MEMBERS].split(",")
     (in_sweep,) = [r for r in outcome.soup.outcome.results if r.name == "greedy"]
     assert in_sweep.members == members  # the soup stage started from the anytime soup
+    # The sweep run's last anytime values are the final soup's (carried by the trials' soup results).
+    last = {name: max(client.get_metric_history(outcome.sweep_run_id, f"anytime/{name}"), key=lambda m: m.step)
+            for name in ("soup_heldout", "best_single_heldout", "size")}
+    assert {m.step for m in last.values()} == {orders[-1] + 1}
+    assert last["size"].value == len(members)
+    assert last["soup_heldout"].value == pytest.approx(in_sweep.trace[-1]["soup_heldout"])
+    best = in_sweep.trace[0]  # the greedy order: best held-out first
+    assert last["best_single_heldout"].value == pytest.approx(best["ingredient_heldout"])
+    assert sweep_run.data.tags[TAG_ANYTIME_BEST_SINGLE] == best["trial_id"]
 
     offline = soup_experiment(uri, outcome.experiment, methods=["greedy"]).outcome
     (walked,) = offline.results

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from soup.ingredients import FINISHED, read_manifest
 from soup.records import (KIND_SOUP, KIND_SWEEP, KIND_TRIAL, TAG_BASE_CHECKSUM, TAG_CHECKPOINT, TAG_KIND,
                           TAG_MANIFEST, TAG_PARENT, TAG_STORAGE, TAG_TRIAL_ID)
+from sweep.tracking import PER_CLASS_TABLE
 from trainers import metrics as M
 from trainers.checkpoint import read_meta
 from trainers.config import TrainConfig
@@ -29,8 +30,9 @@ def runs_by_kind(client: MlflowClient, experiment_id: str) -> dict[str, list]:
     return kinds
 
 
-def test_sweep_records_parent_trials_and_soup(finished_sweep):
+def test_sweep_records_parent_trials_and_soup(finished_sweep, monkeypatch):
     cfg, outcome = finished_sweep
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", cfg.mlflow.tracking_uri)  # load_table searches through the fluent API
     client = MlflowClient(cfg.mlflow.tracking_uri)
     kinds = runs_by_kind(client, outcome.experiment_id)
     (sweep_run,) = kinds[KIND_SWEEP]
@@ -51,6 +53,7 @@ def test_sweep_records_parent_trials_and_soup(finished_sweep):
         assert TrainConfig.model_validate(meta["config"]) == params
         assert meta["trial_id"] == run.data.tags[TAG_TRIAL_ID]
         assert meta["base_checksum"] == sweep_run.data.tags[TAG_BASE_CHECKSUM]
+        assert_per_class_table(client, outcome.experiment_id, run.info.run_id, meta)
     assert len({r.data.params["optim.lr"] for r in trials}) == 4  # the search really varied lr
 
     (soup_run,) = kinds[KIND_SOUP]
@@ -60,6 +63,9 @@ def test_sweep_records_parent_trials_and_soup(finished_sweep):
         for split in ("heldout", "test", "shift/sketch"):
             assert 0 <= metrics[f"{method}/{split}/top1"] <= 1
     assert metrics["greedy/heldout/top1"] >= metrics["best/heldout/top1"]
+    for baseline in ("baseline:zeroshot", "baseline:tip_adapter"):  # computed once, with the base
+        assert 0 <= metrics[f"{baseline}/shift/sketch/top1"] <= 1
+    assert metrics["baseline:zeroshot/test/top1"] == metrics["zeroshot/test/top1"]  # the base is zero-shot
     assert soup_run.data.params["greedy.members"]
     artifacts = {a.path for a in client.list_artifacts(soup_run.info.run_id)}
     assert {"comparison.json", "comparison.parquet", "greedy_trace.json", "left_out.json", "soups"} <= artifacts
@@ -67,6 +73,17 @@ def test_sweep_records_parent_trials_and_soup(finished_sweep):
     assert soups == {"soups/greedy/model.safetensors", "soups/greedy/meta.json"}
     trace = json.loads(Path(client.download_artifacts(soup_run.info.run_id, "greedy_trace.json")).read_text())
     assert len(trace["data"]) == 4 and trace["data"][0][trace["columns"].index("accepted")] is True
+
+
+def assert_per_class_table(client: MlflowClient, experiment_id: str, run_id: str, meta: dict) -> None:
+    """The trial run's per-class table is its last checkpoint's report on val, logged once."""
+    table = client.load_table(experiment_id, PER_CLASS_TABLE, run_ids=[run_id])
+    report = meta["per_class"]["val"]
+    assert list(table.columns) == [*report, M.EPOCH] and len(table) == len(report["class"]) > 1
+    assert table["class"].tolist() == report["class"] and table["support"].tolist() == report["support"]
+    assert table[M.EPOCH].tolist() == [meta["epoch"]] * len(table)
+    for column in ("precision", "recall", "f1"):  # MLflow's JSON keeps 10 decimal places
+        assert table[column].tolist() == pytest.approx(report[column], abs=1e-9)
 
 
 def test_greedy_soup_beats_or_ties_every_ingredient_on_heldout(finished_sweep):

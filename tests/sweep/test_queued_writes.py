@@ -1,12 +1,15 @@
 """The trial runs' queued MLflow writes: an outage of a real `mlflow server` costs nothing but time."""
 from __future__ import annotations
 
+import logging
+import threading
 import time
 
 import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from soup.records import artifact_location
 from sweep.queued_writes import QueuedWrites
 from tests.acceptance.services import MlflowServer
 
@@ -46,3 +49,35 @@ def test_a_refused_write_is_left_out_and_the_next_ones_are_written(tmp_path):
     writes.set_tag(run_id, "kind", "trial")
     assert writes.flush(60)
     assert client.get_run(writes.run_id(run_id)).data.tags["kind"] == "trial"
+
+
+def test_a_table_is_written_once_and_computed_on_the_writer_thread(tmp_path, monkeypatch, caplog):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("tables", artifact_location=artifact_location(uri))
+    writes = QueuedWrites(client)
+    run_id = writes.create_run(experiment_id, run_name="trial")
+    table = {"class": ["cat", "dog"], "f1": [0.5, 1.0], "support": [3, 4], "epoch": [2, 2]}
+    computed_on = []
+
+    def compute():
+        computed_on.append(threading.current_thread().name)
+        return table
+
+    def unreadable():
+        raise FileNotFoundError("no meta.json in checkpoint x")
+
+    with caplog.at_level(logging.WARNING, logger="sweep.queued_writes"):
+        writes.log_table(run_id, compute, "per_class_val.json")
+        writes.log_table(run_id, {**table, "f1": [0.0, 0.0]}, "per_class_val.json")  # a retry, a resumed sweep
+        writes.log_table(run_id, unreadable, "other.json")
+        writes.set_tag(run_id, "kind", "trial")  # the writes behind an unreadable table go on
+        assert writes.flush(60)
+    assert computed_on == ["mlflow-writes"]
+    assert "table other.json of MLflow run" in caplog.text and "no meta.json in checkpoint x" in caplog.text
+    real_id = writes.run_id(run_id)
+    assert client.get_run(real_id).data.tags["kind"] == "trial"
+    assert {a.path for a in client.list_artifacts(real_id)} == {"per_class_val.json"}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # load_table searches through the fluent API
+    loaded = client.load_table(experiment_id, "per_class_val.json", run_ids=[real_id])
+    assert loaded.to_dict(orient="list") == table  # the first table, once
