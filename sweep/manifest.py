@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import logging
 
-import ray.train
 from mlflow.tracking import MlflowClient
 
 from soup.ingredients import FAILED, USABLE, Ingredient
 from soup.records import KIND_TRIAL, TAG_KIND, TAG_PARENT, TAG_TRIAL_ID
-from sweep.trial import checkpoint_uri, train_run_name
+from sweep.trial import kept_checkpoint, train_run_name
 from sweep.tracking import TAG_REASON, TAG_STATUS
 from trainers.checkpoint import read_meta
 from trainers.config import TrainConfig
@@ -39,10 +38,4 @@ def collect_ingredients(client: MlflowClient, experiment_id: str, sweep_run_id: 
 
 def final_checkpoint(storage: str, run_name: str) -> str | None:
     """URI of the checkpoint Ray Train kept for a run (the last epoch), or None."""
-    try:
-        result = ray.train.Result.from_path(f"{storage}/{run_name}")
-    except Exception:  # no run folder: the trial failed before Train started
-        return None
-    if result.checkpoint is None:
-        return None
-    return checkpoint_uri(storage, result.checkpoint.path)
+    return kept_checkpoint(f"{storage}/{run_name}")
