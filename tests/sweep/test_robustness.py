@@ -30,7 +30,7 @@ from trainers.errors import UserError
 pytestmark = pytest.mark.slow
 FAULT_INJECTION = Path(__file__).parent / "fault_injection"  # a sitecustomize.py, see its docstring
 SPACE = {"optim.lr": {"loguniform": [1e-4, 1e-2]}, "aug.mixup_alpha": {"off_or_uniform": [0.0, 0.5]},
-         "optim.epochs": {"randint": [2, 9]}, "model.templates": {"choice": ["simple", "openai-7"]}}
+         "optim.epochs": {"randint": [2, 9]}, "method.name": {"choice": ["ft", "carft"]}}
 
 
 def sweep_config(demo_data, tmp_path, **search) -> SweepConfig:
