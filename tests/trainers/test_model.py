@@ -44,7 +44,12 @@ def test_pretrained_that_is_neither_file_nor_tag():
 
 
 def test_failed_download_says_how_to_pass_a_local_file(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    # Offline, as on a machine without network (the variable is read when huggingface_hub is imported,
+    # hence the constant too: otherwise every call waits for its connection timeouts).
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache: nothing to find offline
     from trainers.model import check_pretrained
     with pytest.raises(UserError, match="could not download ViT-B-32/laion2b_s34b_b79k.*model.pretrained=/path"):
