@@ -105,15 +105,19 @@ def trial_runs_of(client: MlflowClient, experiment_id: str, parent_run_id: str, 
 
 def close_interrupted_trials(client: MlflowClient, experiment_id: str, parent_run_id: str, reason: str) -> None:
     """After the search: trials Tune stopped without a completion event (the time budget ran out, or
-    the anytime stopping rule) are marked stopped; they remain ingredients if they left a checkpoint,
-    and get its per-class table (read here, after the search: nothing waits on it)."""
+    the anytime stopping rule) are marked stopped, or finished when they had logged their last epoch;
+    they remain ingredients if they left a checkpoint, and get its per-class table (read here, after
+    the search: nothing waits on it)."""
     for run in trial_runs_of(client, experiment_id, parent_run_id, RUNNING):
         if run.data.tags.get(TAG_CHECKPOINT):
             log_table_once(client, run.info.run_id, partial(per_class_table, run.data.tags[TAG_CHECKPOINT]),
                            PER_CLASS_TABLE)
-        client.set_tag(run.info.run_id, TAG_STATUS, STOPPED)
-        client.set_tag(run.info.run_id, TAG_REASON, reason)
-        client.set_terminated(run.info.run_id, MLFLOW_STATUS[STOPPED])
+        planned = TrainConfig.from_params(run.data.params).optim.epochs
+        status = FINISHED if run.data.metrics.get(M.EPOCH, 0) >= planned else STOPPED
+        client.set_tag(run.info.run_id, TAG_STATUS, status)
+        if status == STOPPED:
+            client.set_tag(run.info.run_id, TAG_REASON, reason)
+        client.set_terminated(run.info.run_id, MLFLOW_STATUS[status])
 
 
 class TrialRuns(tune.Callback):

@@ -12,7 +12,8 @@ from mlflow.tracking import MlflowClient
 from soup.pipeline import soup_experiment
 from sweep.config import SweepConfig
 from sweep.driver import TAG_STOP_REASON, run_sweep
-from sweep.tracking import TAG_ANYTIME_BEST_SINGLE, TAG_ANYTIME_MEMBERS, TAG_OFFER_ORDER
+from soup.ingredients import FINISHED
+from sweep.tracking import TAG_ANYTIME_BEST_SINGLE, TAG_ANYTIME_MEMBERS, TAG_OFFER_ORDER, TAG_STATUS
 from tests.conftest import tiny_sweep_tree
 from tests.sweep.sweeps import trial_runs
 from trainers.config import validate
@@ -42,6 +43,8 @@ def test_anytime_soup_grows_as_trials_finish_and_stops_on_a_plateau(ray_cluster,
 
     orders = sorted(int(r.data.tags[TAG_OFFER_ORDER]) for r in runs if TAG_OFFER_ORDER in r.data.tags)
     assert orders == list(range(len(orders))) and len(orders) >= 3
+    # an offered trial ran all its epochs: finished, even when the stopping rule ended the search first
+    assert {r.data.tags[TAG_STATUS] for r in runs if TAG_OFFER_ORDER in r.data.tags} == {FINISHED}
     history = client.get_metric_history(outcome.sweep_run_id, "anytime/soup_heldout")
     assert sorted(m.step for m in history) == [n + 1 for n in orders]  # the parent updated on every offer
     members = sweep_run.data.tags[TAG_ANYTIME_MEMBERS].split(",")
