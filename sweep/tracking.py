@@ -41,6 +41,8 @@ TAG_ANYTIME_MEMBERS = "soupsweep.anytime_members"  # on the sweep run: the runni
 TAG_ANYTIME_BEST_SINGLE = "soupsweep.anytime_best_single"  # on the sweep run: the best trial offered so far
 PER_CLASS_TABLE = "per_class_val.json"  # on a trial run: its last checkpoint's per-class report on val
 RUNNING = "running"
+NO_ERROR_TEXT = ("failed without an error text: its process was probably killed (e.g. by the out-of-memory "
+                 "killer); see the Ray logs (`ray logs` or the dashboard) of its workers")
 FLUSH_PATIENCE_S = 300  # after the search, how long queued trial-run writes wait for an absent MLflow
 MLFLOW_STATUS = {FINISHED: "FINISHED", STOPPED: "FINISHED", DIVERGED: "FAILED", FAILED: "FAILED"}
 
@@ -207,7 +209,7 @@ class TrialRuns(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         record = self.trials.get(trial.trial_id)
         if record is not None:
-            self._close(record, FAILED, (trial.get_error() or "raised")[-2000:])
+            self._close(record, FAILED, (trial.get_error() or NO_ERROR_TEXT)[-2000:])
 
     def on_experiment_end(self, trials, **info):
         """Tune is done (or stopped): write what an MLflow outage held back before the driver goes on."""
