@@ -30,9 +30,7 @@ TEXT_TOWER = "text_tower.safetensors"
 def write_base_checkpoint(cfg: TrainConfig, directory: str | Path, device: torch.device | None = None) -> str:
     """Check the data, build the shared initialisation (`method.init`), save it; returns the base checksum."""
     classes = check_dataset(cfg.data)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)  # without pretrained weights the towers are random: the same ones each time
-        model, clip = zeroshot_classifier_and_clip(cfg.model, classes)
+    model, clip = pretrained_start(cfg, classes)
     if cfg.method.init == "lp":
         linear_probe_head(cfg, model, device or default_device())
     state = model.state_dict()
@@ -42,6 +40,14 @@ def write_base_checkpoint(cfg: TrainConfig, directory: str | Path, device: torch
     save_checkpoint(directory, state, meta)
     save_file({k: v.contiguous() for k, v in text_tower_state(clip).items()}, str(Path(directory) / TEXT_TOWER))
     return checksum
+
+
+def pretrained_start(cfg: TrainConfig, classes: list[str]) -> tuple[ImageClassifier, torch.nn.Module]:
+    """The zero-shot classifier and its CLIP. Without pretrained weights the towers are random: built
+    from `cfg.seed`, so that the base and the baselines of a config are the same model every time."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return zeroshot_classifier_and_clip(cfg.model, classes)
 
 
 def default_device() -> torch.device:

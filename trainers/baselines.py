@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from trainers.base import pretrained_start
 from trainers.config import TrainConfig
 from trainers.data.cache import load_eval_set
 from trainers.data.store import check_dataset, read_columns
 from trainers.evaluate import image_features, split_features
 from trainers.metrics import classification_report
-from trainers.model import zeroshot_classifier_and_clip
 
 log = logging.getLogger(__name__)
 ALPHAS = (0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0)
@@ -73,7 +73,7 @@ def training_free_baselines(cfg: TrainConfig, device: torch.device, shots: int |
                             chunk: int = 1024) -> Baselines:
     """Zero-shot and Tip-Adapter logits and metrics on held-out, test and every shift set."""
     classes = check_dataset(cfg.data)
-    classifier, _ = zeroshot_classifier_and_clip(cfg.model, classes)
+    classifier, _ = pretrained_start(cfg, classes)  # the sweep's zero-shot model, whatever head its base has
     classifier.to(device)
     sets = {"heldout": cfg.data.heldout, "test": cfg.data.test,
             **{f"shift/{name}": path for name, path in sorted(cfg.data.shift.items())}}

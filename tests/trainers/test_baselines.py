@@ -7,10 +7,12 @@ from tests.conftest import data_section
 from tests.trainers.test_tasks import WRONG_NAMES
 from trainers.baselines import ALPHAS, BETAS, Baselines, cache_logits, cache_rows, training_free_baselines
 from trainers.data.cache import load_eval_set
+from trainers.base import write_base_checkpoint
+from trainers.checkpoint import load_weights
 from trainers.config import TrainConfig
 from trainers.data.store import read_split
 from trainers.evaluate import predict
-from trainers.model import build_zeroshot_classifier
+from trainers.model import build_classifier, build_zeroshot_classifier
 
 
 def test_zeroshot_and_tip_adapter_on_every_set(demo_data, pretrained_file, tmp_path):
@@ -56,3 +58,14 @@ def test_the_tip_adapter_cache_takes_at_most_shots_images_per_class(demo_data):
     assert cache_rows(demo_data["train"], shots=None) is None
     cached = load_eval_set(demo_data["train"], 32, torch.device("cpu"), rows=rows)
     assert torch.equal(cached.labels, labels[rows]) and len(cached) == 12
+
+
+def test_without_pretrained_weights_the_zero_shot_baseline_is_the_sweeps_base(demo_data, tmp_path):
+    cfg = TrainConfig.model_validate({"data": data_section(demo_data)})  # random towers, built from cfg.seed
+    write_base_checkpoint(cfg, tmp_path / "base")
+    base = build_classifier(cfg.model, 4)
+    base.load_state_dict(load_weights(tmp_path / "base"))
+    found = training_free_baselines(cfg, torch.device("cpu"), shots=2)
+    test = read_split(demo_data["test"], 32)
+    assert torch.allclose(found.logits["zeroshot"]["test"], predict(base, test.images, torch.device("cpu")),
+                          atol=1e-4)
