@@ -31,6 +31,7 @@ from trainers.metrics import classification_report
 log = logging.getLogger(__name__)
 ALPHAS = (0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0)
 BETAS = (0.5, 1.0, 2.0, 3.5, 5.5, 7.0)
+METHODS = ("zeroshot", "tip_adapter")
 BASELINES_JSON = "baselines.json"
 BASELINES_TENSORS = "baselines.safetensors"
 
@@ -66,7 +67,8 @@ class Baselines:
             else:
                 method, name = rest.split("/", 1)
                 logits.setdefault(method, {})[name] = tensor
-        return cls(logits, labels, summary["tip_alpha"], summary["tip_beta"], summary["metrics"])
+        ordered = {method: logits[method] for method in METHODS if method in logits}  # as reports list them
+        return cls(ordered, labels, summary["tip_alpha"], summary["tip_beta"], summary["metrics"])
 
 
 def training_free_baselines(cfg: TrainConfig, device: torch.device, shots: int | None = 16,
@@ -90,7 +92,7 @@ def training_free_baselines(cfg: TrainConfig, device: torch.device, shots: int |
         labels[name] = loaded[name].labels
     alpha, beta = choose_tip(features["heldout"], zeroshot["heldout"], labels["heldout"], keys, values, chunk)
     log.info("Tip-Adapter: alpha %.2f, beta %.2f chosen on held-out", alpha, beta)
-    out = Baselines({"zeroshot": {}, "tip_adapter": {}}, {}, alpha, beta)
+    out = Baselines({method: {} for method in METHODS}, {}, alpha, beta)
     for name in sets:
         tip = zeroshot[name] + alpha * cache_logits(features[name], keys, values, beta, chunk)
         for method, logits in (("zeroshot", zeroshot[name]), ("tip_adapter", tip)):
