@@ -111,9 +111,14 @@ def close_interrupted_trials(client: MlflowClient, experiment_id: str, parent_ru
     they remain ingredients if they left a checkpoint, and get its per-class table (read here, after
     the search: nothing waits on it)."""
     for run in trial_runs_of(client, experiment_id, parent_run_id, RUNNING):
-        if run.data.tags.get(TAG_CHECKPOINT):
-            log_table_once(client, run.info.run_id, partial(per_class_table, run.data.tags[TAG_CHECKPOINT]),
-                           PER_CLASS_TABLE)
+        reported = run.data.tags.get(TAG_CHECKPOINT)
+        if reported:
+            # A stopped trial may have saved a newer checkpoint after the last result Tune saw (and
+            # num_to_keep then deleted the reported one): the tag names the one kept, the ingredient.
+            kept = kept_checkpoint(posixpath.dirname(reported.rstrip("/"))) or reported
+            if kept != reported:
+                client.set_tag(run.info.run_id, TAG_CHECKPOINT, kept)
+            log_table_once(client, run.info.run_id, partial(per_class_table, kept), PER_CLASS_TABLE)
         planned = TrainConfig.from_params(run.data.params).optim.epochs
         status = FINISHED if run.data.metrics.get(M.EPOCH, 0) >= planned else STOPPED
         client.set_tag(run.info.run_id, TAG_STATUS, status)

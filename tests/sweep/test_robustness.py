@@ -17,7 +17,7 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from soup.ingredients import DIVERGED, FINISHED, STOPPED, read_manifest
-from soup.records import KIND_SOUP, TAG_KIND, TAG_MANIFEST, find_experiment, require_sweep_run
+from soup.records import KIND_SOUP, TAG_CHECKPOINT, TAG_KIND, TAG_MANIFEST, find_experiment, require_sweep_run
 from sweep.config import SweepConfig
 from sweep.driver import run_sweep
 from sweep.space import param_space, search_algorithm
@@ -91,6 +91,8 @@ def test_time_budget_stops_trials_that_stay_ingredients(ray_cluster, demo_data, 
     assert trial.status == STOPPED and "stopped early" in trial.reason
     assert outcome.soup.outcome.skipped == {}
     assert [r.members for r in outcome.soup.outcome.results if r.name == "greedy"] == [[trial.trial_id]]
+    run = MlflowClient(cfg.mlflow.tracking_uri).get_run(trial.mlflow_run_id)
+    assert run.data.tags[TAG_CHECKPOINT] == trial.checkpoint  # the checkpoint kept, even if saved after Tune's last result
 
 
 def test_unwritable_storage_is_reported_before_any_trial(ray_cluster, demo_data, tmp_path):
