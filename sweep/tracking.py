@@ -73,17 +73,25 @@ def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> Non
         client.log_batch(run_id, params=items[start:start + 100])
 
 
+def kept_or_reported(reported: str) -> str:
+    """The trial's ingredient: the checkpoint Ray Train kept in the run folder of `reported` (the last
+    one Tune saw), else `reported`. A trial that Tune stopped may have saved a newer checkpoint before
+    it ended, and num_to_keep then deleted the reported one."""
+    return kept_checkpoint(posixpath.dirname(reported.rstrip("/"))) or reported
+
+
 def per_class_table(checkpoint: str) -> dict[str, list]:
-    """The per-class report on the val split of a trial's last checkpoint (meta.json; local, s3://,
-    gs://), with its epoch as a column. `checkpoint` is the last one Tune saw; a trial that Tune stopped
-    may have saved a newer one before it ended (and num_to_keep then deleted the older), so the one
-    Ray Train kept in the same run folder is read: the trial's ingredient."""
-    checkpoint = kept_checkpoint(posixpath.dirname(checkpoint.rstrip("/"))) or checkpoint
+    """The per-class report on the val split of a checkpoint (its meta.json; local, s3://, gs://),
+    with its epoch as a column."""
     meta = read_meta(checkpoint)
     table = meta.get("per_class", {}).get("val")
     if not table:
         raise ValueError(f"{checkpoint}/meta.json has no per-class report")
     return {**table, M.EPOCH: [meta["epoch"]] * len(table["class"])}
+
+
+def _kept_per_class_table(reported: str) -> dict[str, list]:
+    return per_class_table(kept_or_reported(reported))
 
 
 @dataclass
@@ -113,9 +121,7 @@ def close_interrupted_trials(client: MlflowClient, experiment_id: str, parent_ru
     for run in trial_runs_of(client, experiment_id, parent_run_id, RUNNING):
         reported = run.data.tags.get(TAG_CHECKPOINT)
         if reported:
-            # A stopped trial may have saved a newer checkpoint after the last result Tune saw (and
-            # num_to_keep then deleted the reported one): the tag names the one kept, the ingredient.
-            kept = kept_checkpoint(posixpath.dirname(reported.rstrip("/"))) or reported
+            kept = kept_or_reported(reported)  # the tag names the ingredient, not a deleted checkpoint
             if kept != reported:
                 client.set_tag(run.info.run_id, TAG_CHECKPOINT, kept)
             log_table_once(client, run.info.run_id, partial(per_class_table, kept), PER_CLASS_TABLE)
@@ -205,7 +211,7 @@ class TrialRuns(tune.Callback):
             # Queued before the status, so a run marked finished has its table. Given as a function,
             # meta.json is read on the writer thread: a slow or unreachable storage delays only the
             # MLflow writes behind it, never Tune; an unreadable one leaves the table out with a warning.
-            self.client.log_table(record.run_id, partial(per_class_table, record.checkpoint), PER_CLASS_TABLE)
+            self.client.log_table(record.run_id, partial(_kept_per_class_table, record.checkpoint), PER_CLASS_TABLE)
         if epoch < record.planned_epochs:
             self._close(record, STOPPED, f"stopped early at epoch {epoch} of {record.planned_epochs}")
         else:
