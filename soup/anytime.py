@@ -114,14 +114,13 @@ class AnytimeSoup:
     def _rewalk(self, place: int) -> None:
         """Redo the greedy walk from `place`: the steps before it are what they were."""
         kept = self.walk.trace[:place]
-        walk = GreedyWalk(self.evaluator, self.tie_rule)
+        self.walk = walk = GreedyWalk(self.evaluator, self.tie_rule)  # the old sum goes before the new is built
         for row, candidate in zip(kept, self.order):
             if row["accepted"]:
                 walk.running.add(self._load(candidate))
                 walk.members.append(candidate.trial_id)
         walk.trace = kept
         walk.best = kept[-1]["soup_heldout"] if kept else None
-        self.walk = walk  # the old sum is dropped before the walk goes on
         for candidate in self.order[place:]:
             walk.offer(candidate.trial_id, candidate.heldout, self._load(candidate))
 

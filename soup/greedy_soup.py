@@ -61,8 +61,10 @@ def greedy_select(order: list[Scored], ctx: SoupContext) -> tuple[RunningSum, li
 
 
 def greedy_soup(pool: list[Scored], ctx: SoupContext) -> MethodResult:
+    """The greedy soup of `pool`: the given start (a sweep's anytime soup) when it walked exactly these
+    ingredients (not, e.g., when trials stopped early were never offered to it), else a new walk."""
     start = ctx.greedy_start
-    if start and set(start["members"]) <= {s.trial_id for s in pool}:
+    if start and {row["trial_id"] for row in start["trace"]} == {s.trial_id for s in pool}:
         running, members, trace = rebuild(pool, start["members"], ctx), list(start["members"]), start["trace"]
     else:
         ranked = sorted(pool, key=lambda s: s.heldout_top1, reverse=True)  # stable: ties keep pool order

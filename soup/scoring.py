@@ -20,7 +20,7 @@ from soup.tensorfile import TensorFile, read_tensors
 from trainers.baselines import Baselines
 from trainers.config import TrainConfig
 from trainers.data.cache import load_eval_set
-from trainers.data.store import read_columns
+from trainers.data.store import open_shards
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,6 @@ def _skip(skipped: dict[str, str], ingredient: Ingredient, reason: str) -> None:
 
 def training_images(path: str, image_size: int, count: int, seed: int = 0) -> torch.Tensor:
     """`count` training images (a seeded sample) for recomputing BatchNorm statistics."""
-    size = len(read_columns(path, ["label"]))
+    size = sum(shard.metadata.num_rows for shard in open_shards(path))
     chosen = torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:count].tolist()
     return load_eval_set(path, image_size, torch.device("cpu"), rows=chosen).images  # only these are decoded

@@ -61,8 +61,9 @@ def make_soups(ingredients: list[Ingredient], base: Base, options: SoupOptions, 
         raise UserError(f"no usable ingredients among {len(ingredients)} trials: {_listed(skipped)}")
     if scoring.moved_batchnorm:
         evaluator.recalibrate = recalibrator(base, evaluator, scoring.moved_batchnorm, options.bn_images)
+    # The anytime soup scored its soups without recomputing BatchNorm statistics: not reused then.
     ctx = SoupContext(evaluator, options, base.file, spool_dir=workdir / "soups", soup_meta=soup_meta(base),
-                      greedy_start=greedy_start)
+                      greedy_start=None if scoring.moved_batchnorm else greedy_start)
     for name in tqdm(options.planned_methods(), desc="soup methods"):
         made = METHODS[name](scoring.scored, ctx)
         for result in made if isinstance(made, list) else [made]:

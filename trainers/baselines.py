@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,9 +24,9 @@ from safetensors.torch import load_file, save_file
 
 from trainers.base import pretrained_start
 from trainers.config import TrainConfig
-from trainers.data.cache import load_eval_set
-from trainers.data.store import check_dataset, read_columns
-from trainers.evaluate import image_features, split_features
+from trainers.data.cache import covers_mask, project_logits
+from trainers.data.store import check_dataset, read_columns, read_covers
+from trainers.evaluate import split_features
 from trainers.metrics import classification_report
 
 log = logging.getLogger(__name__)
@@ -83,20 +84,19 @@ def training_free_baselines(cfg: TrainConfig, device: torch.device, shots: int |
                                         cache_rows(cfg.data.train, shots))
     log.info("Tip-Adapter: a cache of %d training images", len(train_labels))
     values = torch.nn.functional.one_hot(train_labels, len(classes)).float()
-    features, zeroshot, labels, loaded = {}, {}, {}, {}
-    for name, path in sets.items():
-        loaded[name] = load_eval_set(path, classifier.image_size, device)
-        features[name] = image_features(classifier, loaded[name].images, device, cfg.precision)
+    features, zeroshot, labels = {}, {}, {}
+    for name, path in sets.items():  # streamed: only features are kept, never a set's pixels
+        features[name], labels[name] = split_features(classifier, path, device, cfg.precision)
         with torch.no_grad():
             zeroshot[name] = classifier.head(features[name]).float()
-        labels[name] = loaded[name].labels
     alpha, beta = choose_tip(features["heldout"], zeroshot["heldout"], labels["heldout"], keys, values, chunk)
     log.info("Tip-Adapter: alpha %.2f, beta %.2f chosen on held-out", alpha, beta)
     out = Baselines({method: {} for method in METHODS}, {}, alpha, beta)
     for name in sets:
         tip = zeroshot[name] + alpha * cache_logits(features[name], keys, values, beta, chunk)
+        covered = covers_mask(classes, read_covers(sets[name]))  # a shift set on a class subset
         for method, logits in (("zeroshot", zeroshot[name]), ("tip_adapter", tip)):
-            out.logits[method][name] = loaded[name].project(logits).cpu()
+            out.logits[method][name] = project_logits(logits, covered).cpu()
         out.labels[name] = labels[name].cpu()
     out.metrics = {method: {name: classification_report(logits, out.labels[name]) for name, logits in sets_.items()}
                    for method, sets_ in out.logits.items()}
@@ -107,14 +107,12 @@ def cache_rows(path: str, shots: int | None, seed: int = 0) -> list[int] | None:
     """Row indices of at most `shots` training images per class, drawn with a fixed seed; None: all rows."""
     if shots is None:
         return None
-    labels = torch.tensor(read_columns(path, ["label"]).column("label").to_pylist())
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    taken: dict[int, int] = {}
+    labels = read_columns(path, ["label"]).column("label").to_pylist()
+    taken: Counter[int] = Counter()
     rows = []
-    for row in order.tolist():
-        label = int(labels[row])
-        if taken.get(label, 0) < shots:
-            taken[label] = taken.get(label, 0) + 1
+    for row in torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).tolist():
+        if taken[labels[row]] < shots:
+            taken[labels[row]] += 1
             rows.append(row)
     return sorted(rows)
 

@@ -64,7 +64,8 @@ def test_offers_report_the_gain_and_why_a_trial_was_left_out(offered):
 
 def test_the_greedy_soup_starts_from_a_given_state(soup_inputs, tmp_path):
     _, base_dir, ingredients = soup_inputs
-    start = {"members": [ingredients[2].trial_id, ingredients[0].trial_id], "trace": [{"step": 0}]}
+    trace = [{"step": step, "trial_id": i.trial_id} for step, i in enumerate(ingredients)]  # walked all three
+    start = {"members": [ingredients[2].trial_id, ingredients[0].trial_id], "trace": trace}
     made = make_soups(ingredients, base_from_checkpoint(base_dir, tmp_path), SoupOptions(methods=["greedy", "uniform"]),
                       tmp_path, greedy_start=start)
     greedy, uniform = (next(r for r in made.results if r.name == n) for n in ("greedy", "uniform"))
@@ -73,3 +74,9 @@ def test_the_greedy_soup_starts_from_a_given_state(soup_inputs, tmp_path):
     for name, logits in two.results[0].logits.items():  # the soup of the two given members
         assert torch.allclose(logits, greedy.logits[name], atol=1e-5)
     assert len(uniform.members) == 3
+    # a start that never saw one of the ingredients (e.g. a trial stopped early) is not reused
+    partial_start = {"members": start["members"], "trace": trace[:2]}
+    (tmp_path / "p").mkdir()
+    made = make_soups(ingredients, base_from_checkpoint(base_dir, tmp_path / "p"), SoupOptions(methods=["greedy"]),
+                      tmp_path / "p", greedy_start=partial_start)
+    assert sorted(row["trial_id"] for row in made.results[0].trace) == sorted(i.trial_id for i in ingredients)

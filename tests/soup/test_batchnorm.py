@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 from soup.batchnorm import Recalibrator, moved_layers
+from soup.options import SoupOptions
 from soup.scoring import training_images
+from soup.stage import base_from_checkpoint, make_soups
 from tests.conftest import data_section
 from tests.soup.conftest import run_stage, train_ingredients
 from trainers.base import write_base_checkpoint
@@ -65,3 +67,10 @@ def test_soups_of_batchnorm_models_get_their_statistics_recomputed(demo_data, tm
         model(images.float() / 255)
     assert torch.allclose(soup["visual.bn1.running_mean"], seen[0].mean((0, 2, 3)), atol=1e-5)
     assert soup["visual.bn1.num_batches_tracked"].dtype == torch.int64
+    # an anytime soup's walk scored soups without recomputed statistics: the greedy soup walks again
+    start = {"members": [ingredients[0].trial_id], "trace": [{"step": s, "trial_id": i.trial_id, "stale": True}
+                                                             for s, i in enumerate(ingredients)]}
+    (tmp_path / "greedy").mkdir()
+    made = make_soups(ingredients, base_from_checkpoint(str(tmp_path / "base"), tmp_path / "greedy"),
+                      SoupOptions(methods=["greedy"], bn_images=64), tmp_path / "greedy", greedy_start=start)
+    assert len(made.results[0].trace) == 2 and not any("stale" in row for row in made.results[0].trace)

@@ -70,12 +70,12 @@ def decoded_batches(path: str, size: int, device: torch.device, part: tuple[int,
     offset = 0
     for shard in open_shards(path):
         for group in range(shard.num_row_groups):
-            table = shard.read_row_group(group, columns=["image", "label"])
-            keep = [i for i in range(len(table))
-                    if (offset + i) % world == rank and (rows is None or offset + i in rows)]
-            offset += len(table)
-            if not keep:  # (pyarrow cannot take an empty, hence untyped, list)
+            count = shard.metadata.row_group(group).num_rows
+            keep = [i for i in range(count) if (offset + i) % world == rank and (rows is None or offset + i in rows)]
+            offset += count
+            if not keep:  # a row group with none of the rows asked for is never read
                 continue
+            table = shard.read_row_group(group, columns=["image", "label"])
             blobs = table.column("image").take(keep).to_pylist()
             labels = table.column("label").take(keep).to_pylist()
             for start in range(0, len(blobs), DECODE_BATCH):
