@@ -7,23 +7,30 @@ they are), re-encoded as JPEG and written to Parquet shards of about `--shard-mb
 <out>/card.json: class list, counts per class and split, the sha256 of every shard, and every file that
 was skipped with the reason. val, heldout and test are carved out of train (stratified, deterministic)
 when the source does not give them.
+
+`--out` must be new, an empty directory, or (with `--overwrite`) a store built earlier, outside the source;
+the store is built in a temporary sibling and moved into place at the end, so a failed build leaves nothing.
 """
 from __future__ import annotations
 
 import argparse
 import io
+import math
 import os
 import random
 import sys
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow.fs as pafs
 from PIL import Image
 from tqdm import tqdm
 
 from trainers.data.sources import CARVED, SPLITS, Record, Scan, carve, class_list, scan
-from trainers.data.store import ROW_GROUP_ROWS, STORE_FORMAT, ShardWriter, resolve, write_card
+from trainers.data.staging import plan_output, staged
+from trainers.data.store import ROW_GROUP_ROWS, STORE_FORMAT, ShardWriter, write_card
 from trainers.errors import UserError
 
 
@@ -72,8 +79,10 @@ def split_order(records: list[Record]) -> list[str]:
     return [s for s in SPLITS if any(r.split == s for r in records)] + named
 
 
-def build_store(src: str, out: str, options: BuildOptions) -> dict:
-    """Build the store; returns its card. Raises UserError for anything the user must fix."""
+def build_store(src: str, out: str, options: BuildOptions, overwrite: bool = False) -> dict:
+    """Build the store; returns its card. Raises UserError for anything the user must fix, before anything
+    is created; a build that fails leaves nothing behind (staging.py)."""
+    output = plan_output(src, out, overwrite)
     scanned = scan(src)
     records = carve(scanned.records, scanned.given, options.carve, options.seed)
     classes = class_list(records, options.classes)
@@ -81,29 +90,43 @@ def build_store(src: str, out: str, options: BuildOptions) -> dict:
         _require_classes(split, {r.class_name for r in records if r.split == split}, classes, "")
     card = {"format": STORE_FORMAT, "source": src, "classes": classes, "size": options.size, "splits": {},
             "skipped": list(scanned.ignored)}
-    progress = tqdm(total=len(records), desc="building store", unit="img")
-    with ThreadPoolExecutor(options.workers) as pool:
+    # the bar only on a terminal; `with` closes it before the error line of a failed build is printed
+    with staged(output) as staging, ThreadPoolExecutor(options.workers) as pool, \
+            tqdm(total=len(records), desc="building store", unit="img", disable=None) as progress:
+        build = _Build(scanned, options, classes, output.filesystem, pool, progress, card["skipped"])
         for split in split_order(records):
             members = sorted((r for r in records if r.split == split), key=lambda r: r.source)
             random.Random(f"{options.seed}:{split}").shuffle(members)  # shards mix classes: batches do too
-            entry = _write_split(pool, scanned, members, split, classes, f"{out.rstrip('/')}/{split}", options,
-                                 card["skipped"], progress)
-            card["splits"][split] = {"path": split, **entry}
-    progress.close()
-    write_card(out, card)
+            card["splits"][split] = {"path": split, **_write_split(build, members, split, f"{staging}/{split}")}
+        write_card(staging, card, output.filesystem)
     return card
 
 
-def _write_split(pool, scanned, members, split, classes, path, options, skipped, progress) -> dict:
+@dataclass
+class _Build:
+    """What the writes of every split share."""
+
+    scanned: Scan
+    options: BuildOptions
+    classes: list[str]
+    filesystem: pafs.FileSystem
+    pool: ThreadPoolExecutor
+    progress: tqdm
+    skipped: list[dict]  # every file left out, with the reason: the card lists them
+
+
+def _write_split(build: _Build, members: list[Record], split: str, path: str) -> dict:
+    classes, options = build.classes, build.options
     index = {name: i for i, name in enumerate(classes)}
     present = [c for c in classes if any(r.class_name == c for r in members)]
     covers = present if split.startswith("shift/") and len(present) < len(classes) else None
-    writer = ShardWriter(path, classes, covers, options.shard_bytes, options.row_group_rows)
+    writer = ShardWriter(path, classes, covers, options.shard_bytes, options.row_group_rows, build.filesystem)
     reasons = []
-    for record, (blob, reason) in zip(members, pool.map(lambda r: read_and_prepare(scanned, r, options), members)):
-        progress.update(1)
+    prepared = build.pool.map(lambda r: read_and_prepare(build.scanned, r, options), members)
+    for record, (blob, reason) in zip(members, prepared):
+        build.progress.update(1)
         if blob is None:
-            skipped.append({"source": record.source, "split": split, "reason": reason})
+            build.skipped.append({"source": record.source, "split": split, "reason": reason})
             reasons.append(f"{record.source}: {reason}")
             continue
         writer.add(blob, index[record.class_name], record.source, record.domain)
@@ -139,21 +162,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the carve-out and of the row order")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding threads")
     parser.add_argument("--classes", help="text file with the class list, one per line (default: train's folders)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a store already at --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace the store built earlier at --out (its card and shards only)")
     return parser.parse_args(argv)
+
+
+def options_from(args: argparse.Namespace) -> BuildOptions:
+    """The flags as BuildOptions; UserError for a value outside its range (before anything is created)."""
+    for flag, value, valid, rule in (
+            ("--size", args.size, args.size >= 1, "a short side in pixels, at least 1"),
+            ("--quality", args.quality, 1 <= args.quality <= 100, "a JPEG quality from 1 to 100"),
+            ("--shard-mb", args.shard_mb, math.isfinite(args.shard_mb) and args.shard_mb * 2**20 >= 1,
+             "a shard size in MB above 0"),
+            ("--carve", args.carve, 0 < args.carve < 1, "a fraction above 0 and below 1, e.g. 0.1"),
+            ("--workers", args.workers, args.workers >= 1, "a number of decoding threads, at least 1")):
+        if not valid:
+            raise UserError(f"{flag} {value}: give {rule}")
+    return BuildOptions(args.size, args.quality, int(args.shard_mb * 2**20), carve=args.carve, seed=args.seed,
+                        workers=args.workers, classes=read_class_file(args.classes) if args.classes else None)
+
+
+def read_class_file(path: str) -> list[str]:
+    """The class list of `--classes`: one name per line, blank lines ignored, each name once."""
+    try:
+        names = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"--classes {path}: cannot read it ({getattr(err, 'strerror', None) or err}); give a "
+                        "text file with one class name per line") from None
+    if not names:
+        raise UserError(f"--classes {path} lists no class names; write one per line")
+    repeated = [name for name, count in Counter(names).items() if count > 1]
+    if repeated:
+        raise UserError(f"--classes {path} lists {repeated[0]!r} more than once; list each class once")
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        filesystem, inner = resolve(args.out)
-        if filesystem.get_file_info(f"{inner}/card.json").is_file and not args.overwrite:
-            raise UserError(f"--out {args.out} already holds a store (card.json); pass --overwrite to replace it")
-        classes = Path(args.classes).read_text().split("\n") if args.classes else None
-        options = BuildOptions(args.size, args.quality, int(args.shard_mb * 2**20), carve=args.carve,
-                               seed=args.seed, workers=args.workers,
-                               classes=[c.strip() for c in classes if c.strip()] if classes else None)
-        card = build_store(args.src, args.out, options)
+        card = build_store(args.src, args.out, options_from(args), args.overwrite)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

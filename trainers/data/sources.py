@@ -145,6 +145,9 @@ def carve(records: list[Record], given: set[str], fraction: float, seed: int) ->
     missing = [s for s in CARVED if s not in given]
     if not missing:
         return records
+    if fraction * len(missing) >= 1:
+        raise UserError(f"--carve {fraction:g} of train for each of {', '.join(missing)} leaves no training images; "
+                        f"give a fraction below {1 / len(missing):.3g} or give those splits")
     by_class: dict[str, list[Record]] = defaultdict(list)
     for record in records:
         if record.split == "train":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ STORE_FORMAT = "soupsweep-store/1"
 CLASSES_KEY = b"soupsweep.classes"
 COVERS_KEY = b"soupsweep.covers"
 SHARD_BYTES = 128 * 2**20  # about 128 MB per shard
+SHARD_NAME = re.compile(r"part-\d{5,}\.parquet")  # the names ShardWriter gives its shards
 ROW_GROUP_ROWS = 256  # the unit a rank reads: small enough to deal shards out evenly
 SCHEMA = pa.schema([("image", pa.binary()), ("label", pa.int32()), ("class_name", pa.string()),
                     ("source", pa.string()), ("domain", pa.string())])
@@ -159,15 +161,21 @@ class ShardWriter:
     covers: list[str] | None = None
     shard_bytes: int = SHARD_BYTES
     row_group_rows: int = ROW_GROUP_ROWS
+    filesystem: pafs.FileSystem | None = None  # given: `path` is a path inside it, not a URI
     _rows: list[dict] = field(default_factory=list)
     _size: int = 0
     _shards: list[dict] = field(default_factory=list)
     _counts: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self):
-        self.filesystem, self.inner = resolve(self.path)
+        if self.filesystem is None:
+            self.filesystem, self.inner = resolve(self.path)
+        else:
+            self.inner = self.path
         if self.filesystem.get_file_info(self.inner).type == pafs.FileType.Directory:
-            self.filesystem.delete_dir_contents(self.inner)  # no stale shards of an earlier build
+            for stale in self.filesystem.get_file_info(pafs.FileSelector(self.inner)):
+                if SHARD_NAME.fullmatch(stale.base_name):  # an earlier write's shards; never other files
+                    self.filesystem.delete_file(stale.path)
         self.filesystem.create_dir(self.inner, recursive=True)
 
     def add(self, image: bytes, label: int, source: str = "", domain: str = "") -> None:
@@ -216,9 +224,10 @@ def write_split(path: str | Path, images: torch.Tensor, labels: list[int], class
     return out.close()
 
 
-def write_card(out: str, card: dict) -> str:
-    """The dataset card `<out>/card.json`: classes, counts per class and split, shard checksums, skips."""
-    filesystem, inner = resolve(out)
+def write_card(out: str, card: dict, filesystem: pafs.FileSystem | None = None) -> str:
+    """The dataset card `<out>/card.json`: classes, counts per class and split, shard checksums, skips.
+    With `filesystem`, `out` is a path inside it."""
+    filesystem, inner = resolve(out) if filesystem is None else (filesystem, out)
     filesystem.create_dir(inner, recursive=True)
     with filesystem.open_output_stream(f"{inner}/card.json") as stream:
         stream.write(json.dumps(card, indent=1).encode())
