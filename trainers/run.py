@@ -64,8 +64,16 @@ def run_training(cfg: TrainConfig, out: Path, device: torch.device) -> RunOutcom
 
 
 def resolve_device(name: str) -> torch.device:
+    """`--device` as a torch.device; UserError (before anything is written) for one this machine lacks."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    kind, _, index = name.partition(":")
+    if name != "cpu" and not (kind == "cuda" and (not index or index.isdigit())):
+        raise UserError(f"--device {name}: use auto, cpu, cuda or cuda:N")
+    count = torch.cuda.device_count() if kind == "cuda" else 0
+    if kind == "cuda" and int(index or 0) >= count:
+        seen = f"only cuda:0..cuda:{count - 1} are visible" if count else "no CUDA GPU is visible"
+        raise UserError(f"--device {name}: {seen}; use --device auto or cpu")
     return torch.device(name)
 
 

@@ -4,9 +4,12 @@ split, an empty split)."""
 from __future__ import annotations
 
 import hashlib
-import json
-
 import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -131,3 +134,118 @@ def test_cli_prints_the_data_section_and_refuses_to_overwrite(tmp_path, capsys):
     assert pq.ParquetFile(str(tmp_path / "store" / "train" / "part-00000.parquet")).metadata.num_rows == 6
     assert build.main(args) == 2
     assert "already holds a store" in capsys.readouterr().err
+
+
+# --- the command never deletes or overwrites what it did not write (real command, real files) ---
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trainers.data.build", "--workers", "1", *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+
+
+def files(root: Path) -> dict[str, bytes]:
+    """Every file under root (hidden ones too) with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def refused(done: subprocess.CompletedProcess, start: str) -> str:
+    """The one line of a refused command (exit code 2); `start` is how it begins."""
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {start}"), done.stderr[-2000:]
+    return lines[0]
+
+
+@pytest.fixture
+def images(tmp_path) -> Path:
+    image_folder(tmp_path / "imgs", {"ant": 6, "bee": 6}, "train")  # split folders: a shift set can be added
+    return tmp_path / "imgs"
+
+
+@pytest.mark.parametrize("out, says", [(".", "is the source"), ("store", "is inside the source"),
+                                       ("..", "contains the source")])
+def test_out_overlapping_the_source_is_refused_and_every_source_file_stays(images, out, says):
+    before = files(images.parent)
+    refused(cli("--src", images, "--out", images / out, cwd=images.parent), f"--out {images / out} {says}")
+    assert files(images.parent) == before
+
+
+def test_a_non_empty_directory_of_the_user_is_refused_and_untouched(images, tmp_path):
+    (tmp_path / "mine" / "train").mkdir(parents=True)
+    (tmp_path / "mine" / "train" / "labels.txt").write_text("ant\nbee\n")
+    for extra in ([], ["--overwrite"]):  # --overwrite replaces only a store
+        line = refused(cli("--src", images, "--out", "mine", *extra, cwd=tmp_path), "--out mine is a non-empty")
+        assert "not a store" in line
+        assert files(tmp_path / "mine") == {"train/labels.txt": b"ant\nbee\n"}
+
+
+def test_overwrite_replaces_the_previous_store_and_nothing_else_in_it(images, tmp_path):
+    image_folder(images, {"bee": 1}, "shift/night")  # the first build has a shift set...
+    assert cli("--src", images, "--out", "store", "--size", "10", cwd=tmp_path).returncode == 0
+    (tmp_path / "store" / "notes.txt").write_text("mine")
+    (tmp_path / "store" / "train" / "labels.txt").write_text("mine too")
+    refused(cli("--src", images, "--out", "store", cwd=tmp_path), "--out store already holds a store")
+    shutil.rmtree(images / "shift")  # ...the new build has no shift set: its old shards go
+    done = cli("--src", images, "--out", "store", "--size", "8", "--overwrite", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    card = json.loads((tmp_path / "store" / "card.json").read_text())
+    assert card["size"] == 8 and "shift/night" not in card["splits"]
+    shards = {f"{entry['path']}/{s['file']}" for entry in card["splits"].values() for s in entry["shards"]}
+    assert set(files(tmp_path / "store")) == {"card.json", "notes.txt", "train/labels.txt", *shards}
+    assert (tmp_path / "store" / "train" / "labels.txt").read_text() == "mine too"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs", "store"]  # no staging folder left
+
+
+def test_a_build_that_fails_midway_leaves_nothing(images, tmp_path):
+    corrupt(images / "shift" / "night" / "ant" / "x.jpg")  # the last split written: train and val came first
+    before = files(tmp_path)
+    refused(cli("--src", images, "--out", "new/store", cwd=tmp_path), "split shift/night is empty")
+    assert files(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]
+
+
+def test_an_overwrite_that_fails_leaves_the_previous_store_intact(images, tmp_path):
+    assert cli("--src", images, "--out", "store", "--size", "10", cwd=tmp_path).returncode == 0
+    before = files(tmp_path / "store")
+    corrupt(images / "shift" / "night" / "ant" / "x.jpg")
+    refused(cli("--src", images, "--out", "store", "--overwrite", cwd=tmp_path), "split shift/night is empty")
+    assert files(tmp_path / "store") == before and sorted(p.name for p in tmp_path.iterdir()) == ["imgs", "store"]
+
+
+def in_process(*args: str | Path, cwd: Path, capsys, monkeypatch) -> subprocess.CompletedProcess:
+    """The command's main() in this process (seconds faster than a subprocess), as a CompletedProcess."""
+    monkeypatch.chdir(cwd)
+    code = build.main(["--workers", "1", *map(str, args)])
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
+def test_a_bad_flag_exits_2_with_one_line_before_creating_anything(images, tmp_path):
+    refused(cli("--src", images, "--out", "store", "--size", "0", cwd=tmp_path), "--size 0: give a short side")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]
+
+
+@pytest.mark.parametrize("flag, value", [("--classes", "/missing/classes.txt"), ("--workers", "0"), ("--size", "-3"),
+                                         ("--carve", "-0.5"), ("--carve", "1"), ("--quality", "101"),
+                                         ("--shard-mb", "0"), ("--shard-mb", "nan")])
+def test_every_bad_flag_is_one_line_and_creates_nothing(images, tmp_path, flag, value, capsys, monkeypatch):
+    refused(in_process("--src", images, "--out", "store", flag, value, cwd=tmp_path, capsys=capsys,
+                       monkeypatch=monkeypatch), f"{flag} {value}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]
+
+
+def test_a_class_file_without_names_or_with_a_name_twice(images, tmp_path, capsys, monkeypatch):
+    (tmp_path / "blank.txt").write_text("\n \n")
+    (tmp_path / "twice.txt").write_text("ant\nbee\nant\n")
+    for file, says in (("blank.txt", "lists no class names"), ("twice.txt", "'ant' more than once")):
+        done = in_process("--src", images, "--out", "s", "--classes", file, cwd=tmp_path, capsys=capsys,
+                          monkeypatch=monkeypatch)
+        assert says in refused(done, f"--classes {file}")
+
+
+def test_a_carve_that_leaves_no_training_images(images, tmp_path, capsys, monkeypatch):
+    done = in_process("--src", images, "--out", "store", "--carve", "0.4", cwd=tmp_path, capsys=capsys,
+                      monkeypatch=monkeypatch)
+    assert "below 0.333" in refused(done, "--carve 0.4") and not (tmp_path / "store").exists()
