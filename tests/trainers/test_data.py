@@ -92,3 +92,12 @@ def test_class_lists_must_agree(demo_data, tmp_path):
 def test_empty_split_path(demo_data):
     with pytest.raises(UserError, match="data.heldout: no path given"):
         check_dataset(_data(demo_data, heldout=""))
+
+
+def test_writing_a_split_again_replaces_its_shards_and_keeps_other_files(tmp_path):
+    images = render(torch.tensor([0, 1, 2, 3]), "photo", 32, torch.Generator())
+    write_split(tmp_path / "split", images, [0, 1, 2, 3], CLASSES, shard_bytes=1)  # one shard per image
+    (tmp_path / "split" / "labels.txt").write_text("mine")
+    write_split(tmp_path / "split", images[:1], [0], CLASSES)
+    assert sorted(p.name for p in (tmp_path / "split").iterdir()) == ["labels.txt", "part-00000.parquet"]
+    assert len(read_split(str(tmp_path / "split"), 32)) == 1  # no stale shard of the first write is read

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
 import yaml
 
 from soup.scoring import base_reference, check
@@ -44,3 +46,17 @@ def test_a_bad_key_is_one_line_and_exit_code_2(tmp_path):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {config}: optim.lrr: unknown key (allowed here: ")
+
+
+@pytest.mark.parametrize("device, says", [
+    ("quantum", "--device quantum: use auto, cpu, cuda or cuda:N"),
+    pytest.param("cuda", "--device cuda: no CUDA GPU is visible", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="this machine has a GPU")),
+    (f"cuda:{torch.cuda.device_count()}", f"--device cuda:{torch.cuda.device_count()}: ")])
+def test_a_device_this_machine_lacks_is_one_line_before_anything_is_written(demo_data, tmp_path, device, says):
+    config = tmp_path / "train.yaml"  # a config that trains: only the device is wrong
+    config.write_text(yaml.safe_dump({"data": data_section(demo_data), "optim": {"epochs": 1}}))
+    done = run(["--config", str(config), "--out", "out", "--device", device], tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {says}"), done.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.yaml"]
