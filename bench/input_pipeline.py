@@ -252,7 +252,7 @@ def main(argv=None) -> int:
     mean_kb = sum(p.stat().st_size for p in paths) / len(paths) / 1e3
     print(f"generated {len(paths)} JPEGs of 500x375, {mean_kb:.0f} KB on average, in {time.perf_counter() - start:.0f} s")
     start = time.perf_counter()
-    build_store(str(src), str(store), BuildOptions(size=args.store_size, carve=0.01))
+    build_store(str(src), str(store), BuildOptions(size=args.store_size, carve=0.01), overwrite=True)  # its own store
     print(f"built the store ({args.store_size} px short side) in {time.perf_counter() - start:.0f} s")
     aug = AugConfig(min_scale=0.35, hflip=True, randaug_n=args.randaug, randaug_m=9, mixup_alpha=0.2,
                     cutmix_alpha=1.0)

@@ -222,6 +222,20 @@ def in_process(*args: str | Path, cwd: Path, capsys, monkeypatch) -> subprocess.
     return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 
 
+def test_overwrite_never_writes_over_a_user_file_where_a_new_shard_goes(images, tmp_path, capsys, monkeypatch):
+    def build_(*extra):
+        return in_process("--src", images, "--out", "store", "--size", "8", *extra, cwd=tmp_path, capsys=capsys,
+                          monkeypatch=monkeypatch)
+
+    assert build_().returncode == 0
+    (tmp_path / "store" / "shift" / "night").mkdir(parents=True)
+    (tmp_path / "store" / "shift" / "night" / "part-00000.parquet").write_bytes(b"mine")
+    before = files(tmp_path / "store")
+    image_folder(images, {"bee": 1}, "shift/night")
+    refused(build_("--overwrite"), f"--out {tmp_path / 'store'}/shift/night/part-00000.parquet is not part of")
+    assert files(tmp_path / "store") == before and sorted(p.name for p in tmp_path.iterdir()) == ["imgs", "store"]
+
+
 def test_a_bad_flag_exits_2_with_one_line_before_creating_anything(images, tmp_path):
     refused(cli("--src", images, "--out", "store", "--size", "0", cwd=tmp_path), "--size 0: give a short side")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]

@@ -153,7 +153,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m trainers.data.build", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", required=True, help="image folder, or manifest .csv/.parquet (local or URI)")
-    parser.add_argument("--out", required=True, help="store directory: a local path, s3://… or gs://…")
+    parser.add_argument("--out", required=True, help="store directory: a local path, s3://… or gs://…; new, empty, "
+                        "or a store built earlier (with --overwrite), outside --src")
     parser.add_argument("--size", type=int, default=256, help="short side of the stored images (default 256)")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
     parser.add_argument("--shard-mb", type=float, default=128, help="shard size in MB (default 128)")
@@ -162,7 +163,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the carve-out and of the row order")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding threads")
     parser.add_argument("--classes", help="text file with the class list, one per line (default: train's folders)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the store built earlier at --out (its card and shards only)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the store built earlier at --out (its card and shards only)")
     return parser.parse_args(argv)
 
 

@@ -112,14 +112,22 @@ def _publish(output: Output) -> None:
     built = sorted(i.path[len(output.staging) + 1:] for i in fs.get_file_info(
         pafs.FileSelector(output.staging, recursive=True)) if i.type == pafs.FileType.File)
     built = [name for name in built if name != CARD] + [CARD]  # the card last: a store is whole once it has one
+    clash = [name for name in built if name not in output.previous
+             and fs.get_file_info(f"{output.path}/{name}").type != pafs.FileType.NotFound]
+    if clash:
+        raise UserError(f"--out {output.path}/{clash[0]} is not part of the previous store, but the new store "
+                        "would be written there; move it away and build again")
     aside = f"{output.staging}/.previous"  # inside the staging folder: removed with it
     _move_all(fs, output.previous, output.path, aside)
+    moved: list[str] = []
     try:
-        _move_all(fs, built, output.staging, output.path)
+        for name in built:
+            _move_all(fs, [name], output.staging, output.path)
+            moved.append(name)
     except BaseException:
-        _move_all(fs, output.previous, aside, output.path)  # the previous store back in place
+        _move_all(fs, moved, output.path, output.staging)  # the new files out again...
+        _move_all(fs, output.previous, aside, output.path)  # ...and the previous store back in place
         raise
-    _remove(fs, aside)
     _remove(fs, output.staging)
     _remove_emptied(fs, output.path, output.previous)
 
