@@ -34,6 +34,7 @@ class Output:
 def plan_output(src: str, out: str, overwrite: bool) -> Output:
     """Check `--out` against `--src` and what it holds; raises UserError before anything is created."""
     filesystem, path = resolve(out)
+    path = path.rstrip("/") or path
     _refuse_overlap(src, out, filesystem, path)
     info = filesystem.get_file_info(path)
     previous: list[str] = []
@@ -47,13 +48,14 @@ def plan_output(src: str, out: str, overwrite: bool) -> Output:
         if not overwrite:
             raise UserError(f"--out {out} already holds a store ({CARD}); pass --overwrite to replace it "
                             "(its card and shards; nothing else in the directory is touched)")
-    parent, name = posixpath.split(path.rstrip("/"))
+    parent, name = posixpath.split(path)
     return Output(filesystem, path, f"{parent}/.{name}.partial-{secrets.token_hex(4)}", previous,
                   _topmost_missing(filesystem, parent))
 
 
 def _refuse_overlap(src: str, out: str, filesystem: pafs.FileSystem, path: str) -> None:
     source_fs, source = resolve(src)
+    source = source.rstrip("/") or source
     if source_fs.type_name != filesystem.type_name:
         return
     inside = posixpath.commonpath([source, path])
