@@ -14,12 +14,12 @@ import os
 import sys
 from typing import Any
 
-from soup.explicit import ExplicitInputs
-from soup.methods import METHODS, parse_methods
-from soup.options import DEFAULT_METHODS, SOUP_METHODS, SoupOptions
+from soup.inputs.explicit import ExplicitInputs
+from soup.methods.ensemble import METHODS, parse_methods
+from soup.methods.options import DEFAULT_METHODS, SOUP_METHODS, SoupOptions
 from soup.pipeline import DEFAULT_EXPERIMENT, soup_experiment, soup_files
-from soup.records import absolute_sqlite
-from soup.report import format_table
+from soup.inputs.records import absolute_sqlite
+from soup.outputs.report import format_table
 from trainers.config import validate
 from trainers.errors import UserError
 

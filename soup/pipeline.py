@@ -14,12 +14,12 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from soup.explicit import ExplicitInputs, explicit_base, explicit_ingredients
-from soup.ingredients import read_manifest
-from soup.options import SoupOptions
-from soup.records import TAG_BASE, TAG_MANIFEST, artifact_location, find_experiment, require_sweep_run
-from soup.soup_run import log_soup_run
-from soup.stage import SoupOutcome, base_from_checkpoint, make_soups, require_usable
+from soup.inputs.explicit import ExplicitInputs, explicit_base, explicit_ingredients
+from soup.inputs.manifest import read_manifest
+from soup.methods.options import SoupOptions
+from soup.inputs.records import TAG_BASE, TAG_MANIFEST, artifact_location, find_experiment, require_sweep_run
+from soup.outputs.soup_run import log_soup_run
+from soup.make import SoupOutcome, base_from_checkpoint, make_soups, require_usable
 from trainers.config import validate
 
 log = logging.getLogger(__name__)

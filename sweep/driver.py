@@ -16,12 +16,12 @@ import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from soup.ingredients import Ingredient, write_manifest
+from soup.inputs.manifest import Ingredient, write_manifest
 from soup.pipeline import SoupRun, soup_experiment
-from soup.records import (TAG_BASE, TAG_BASE_CHECKSUM, TAG_MANIFEST, TAG_STORAGE, TAG_TRIAL_ID, find_experiment,
+from soup.inputs.records import (TAG_BASE, TAG_BASE_CHECKSUM, TAG_MANIFEST, TAG_STORAGE, TAG_TRIAL_ID, find_experiment,
                           require_sweep_run)
 from sweep.cluster import check_storage_writable, connect_ray, trial_concurrency
-from sweep.anytime import SoupPlateau, start_anytime_actor, stop_reason
+from sweep.soup_actor import SoupPlateau, start_anytime_actor, stop_reason
 from sweep.config import SweepConfig
 from sweep.manifest import collect_ingredients, final_checkpoint
 from sweep.space import param_space, scheduler, search_algorithm

@@ -5,8 +5,8 @@ import logging
 
 from mlflow.tracking import MlflowClient
 
-from soup.ingredients import FAILED, USABLE, Ingredient
-from soup.records import KIND_TRIAL, TAG_KIND, TAG_PARENT, TAG_TRIAL_ID
+from soup.inputs.manifest import FAILED, USABLE, Ingredient
+from soup.inputs.records import KIND_TRIAL, TAG_KIND, TAG_PARENT, TAG_TRIAL_ID
 from sweep.trial import kept_checkpoint, train_run_name
 from sweep.tracking import TAG_REASON, TAG_STATUS
 from trainers.checkpoint import read_meta

@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from soup.records import absolute_sqlite
-from soup.report import format_table
+from soup.inputs.records import absolute_sqlite
+from soup.outputs.report import format_table
 from sweep.config import SweepConfig
 from sweep.demo import demo_config
 from sweep.driver import SweepOutcome, resume_sweep, run_sweep

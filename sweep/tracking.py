@@ -18,12 +18,12 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from soup.ingredients import DIVERGED, FAILED, FINISHED, STOPPED
-from sweep.anytime import BEST_SINGLE, MEMBERS, OFFERED, REPORT_KEYS, SOUP_GAIN
+from soup.inputs.manifest import DIVERGED, FAILED, FINISHED, STOPPED
+from sweep.soup_actor import BEST_SINGLE, MEMBERS, OFFERED, REPORT_KEYS, SOUP_GAIN
 from sweep.queued_writes import QueuedWrites, log_table_once
 from sweep.space import resolve_overrides
 from sweep.trial import checkpoint_uri, kept_checkpoint
-from soup.records import (artifact_location, KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_KIND, TAG_PARENT, TAG_STORAGE,
+from soup.inputs.records import (artifact_location, KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_KIND, TAG_PARENT, TAG_STORAGE,
                           TAG_TRIAL_ID, find_sweep_run)
 from trainers import metrics as M
 from trainers.checkpoint import read_meta
@@ -247,7 +247,7 @@ class TrialRuns(tune.Callback):
 
     def _log_offer(self, record: TrialRecord, result: dict) -> None:
         """The trial's soup gain on its run; the soup's state right after its offer on the sweep run
-        (both from the trial's soup result: see sweep.anytime.offer_to_soup)."""
+        (both from the trial's soup result: see sweep.soup_actor.offer_to_soup)."""
         now = int(time.time() * 1000)
         metrics = [Metric(SOUP_GAIN, float(result[SOUP_GAIN]), now, 0)]
         if not result[OFFERED] or self.anytime_experiment is None:

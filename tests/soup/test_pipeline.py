@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from soup.ingredients import write_manifest
-from soup.mlflow_model import TAG_INGREDIENT_RUNS, TAG_REGISTERED
+from soup.inputs.manifest import write_manifest
+from soup.outputs.mlflow_model import TAG_INGREDIENT_RUNS, TAG_REGISTERED
 from soup.pipeline import soup_experiment
-from soup.records import KIND_SOUP, KIND_SWEEP, TAG_BASE, TAG_KIND, TAG_MANIFEST, TAG_PARENT, artifact_location
+from soup.inputs.records import KIND_SOUP, KIND_SWEEP, TAG_BASE, TAG_KIND, TAG_MANIFEST, TAG_PARENT, artifact_location
 from sweep.config import SoupSection
 from trainers.errors import UserError
 
@@ -61,7 +61,7 @@ def test_the_drivers_positional_call_still_works(recorded_sweep):
 
 
 def test_a_sweep_without_usable_trials_or_base_is_a_one_line_error(soup_inputs, tmp_path):
-    from soup.ingredients import FAILED, Ingredient
+    from soup.inputs.manifest import FAILED, Ingredient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)

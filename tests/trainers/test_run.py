@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from soup.scoring import base_reference, check
-from soup.sources import Converter, read_weights
-from soup.stage import base_from_checkpoint
+from soup.scoring.score import base_reference, check
+from soup.inputs.weights import Converter, read_weights
+from soup.make import base_from_checkpoint
 from tests.conftest import data_section
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from soup.context import MethodResult, SoupContext, lineage
-from soup.evaluation import Scored, accuracy
-from soup.statedict import LazyState
-from soup.tensorfile import TensorFile
+from soup.methods.context import MethodResult, SoupContext, lineage
+from soup.scoring.evaluation import Scored, accuracy
+from soup.inputs.statedict import LazyState
+from soup.inputs.tensorfile import TensorFile
 from trainers.checkpoint import WEIGHTS
 
 

@@ -9,14 +9,14 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from soup.batchnorm import STATS, batchnorm_layers, moved_layers
-from soup.evaluation import Evaluator, Scored, accuracy
-from soup.ingredients import FINISHED, Ingredient
-from soup.parallel import RemoteEvaluation, start_remote
-from soup.screening import Reference, distance_problem, meta_problem, weights_problem
-from soup.sources import Converter, UnreadableWeights, Weights, read_weights
-from soup.statedict import normalise_keys
-from soup.tensorfile import TensorFile, read_tensors
+from soup.scoring.batchnorm import STATS, batchnorm_layers, moved_layers
+from soup.scoring.evaluation import Evaluator, Scored, accuracy
+from soup.inputs.manifest import FINISHED, Ingredient
+from soup.scoring.parallel import RemoteEvaluation, start_remote
+from soup.inputs.screening import Reference, distance_problem, meta_problem, weights_problem
+from soup.inputs.weights import Converter, UnreadableWeights, Weights, read_weights
+from soup.inputs.statedict import normalise_keys
+from soup.inputs.tensorfile import TensorFile, read_tensors
 from trainers.baselines import Baselines
 from trainers.config import TrainConfig
 from trainers.data.cache import load_eval_set
@@ -47,7 +47,7 @@ class Scoring:
 def score_ingredients(candidates: list[Ingredient], base: Base, evaluator: Evaluator, tolerance: float,
                       workdir: Path, skipped: dict[str, str], eval_workers: int | str = 0) -> Scoring:
     """Evaluate each candidate once; record in `skipped` why any is left out. `eval_workers` (see
-    soup.parallel.worker_count): Ray workers that run the forward passes while this process reads and
+    soup.scoring.parallel.worker_count): Ray workers that run the forward passes while this process reads and
     checks every candidate; 0: all in this process."""
     remote = start_remote([c.checkpoint for c in candidates], base.config, base.classes, eval_workers)
     try:

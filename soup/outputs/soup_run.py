@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from soup.comparison import BASELINE
-from soup.figures import id_vs_shift, wiseft_curve
-from soup.options import SoupOptions
-from soup.records import KIND_SOUP, TAG_KIND, TAG_PARENT
-from soup.report import metric_name
-from soup.stage import SoupOutcome
+from soup.outputs.comparison import BASELINE
+from soup.outputs.figures import id_vs_shift, wiseft_curve
+from soup.methods.options import SoupOptions
+from soup.inputs.records import KIND_SOUP, TAG_KIND, TAG_PARENT
+from soup.outputs.report import metric_name
+from soup.make import SoupOutcome
 from trainers.checkpoint import META
 
 SOUP_RUN_PREFIX = "soup"
@@ -102,7 +102,7 @@ def log_soups(client: MlflowClient, run_id: str, outcome: SoupOutcome, options: 
                                         indent=2, sort_keys=True))
         client.log_artifacts(run_id, str(result.weights), f"soups/{result.weights.name}")
     if options.register_as:
-        from soup.mlflow_model import register_soup  # late: defining its PythonModel makes MLflow warn
+        from soup.outputs.mlflow_model import register_soup  # late: defining its PythonModel makes MLflow warn
 
         chosen = next(r for r in made if r.name == options.register_method)
         register_soup(client, run_id, chosen.weights, options.register_as)

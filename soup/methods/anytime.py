@@ -8,7 +8,7 @@ change, so a trial that lands at position p costs the loads of the members befor
 pass per candidate after it. So at every moment the soup equals what `soup.greedy` would make
 offline from the same trials, and the sweep's soup stage starts from it instead of from zero.
 
-Ray-free: the sweep hosts an `AnytimeSoup` in a Ray actor (sweep.anytime); tests use it directly.
+Ray-free: the sweep hosts an `AnytimeSoup` in a Ray actor (sweep.soup_actor); tests use it directly.
 """
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import torch
 
-from soup.evaluation import Evaluator
-from soup.greedy_soup import GreedyWalk
-from soup.scoring import Base, base_reference, check
-from soup.sources import Converter, UnreadableWeights, read_weights
-from soup.splits import SplitKind, load_eval_sets
-from soup.statedict import normalise_keys
-from soup.tensorfile import read_tensors
+from soup.scoring.evaluation import Evaluator
+from soup.methods.greedy import GreedyWalk
+from soup.scoring.score import Base, base_reference, check
+from soup.inputs.weights import Converter, UnreadableWeights, read_weights
+from soup.scoring.splits import SplitKind, load_eval_sets
+from soup.inputs.statedict import normalise_keys
+from soup.inputs.tensorfile import read_tensors
 from trainers.model import build_classifier
 
 log = logging.getLogger(__name__)

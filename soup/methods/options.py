@@ -44,7 +44,7 @@ class SoupOptions(Section):
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, methods: list[str]) -> list[str]:
-        from soup.methods import METHODS  # late: the registry's modules import this one
+        from soup.methods.ensemble import METHODS  # late: the registry's modules import this one
 
         unknown = [m for m in methods if m not in METHODS]
         if unknown or not methods:
@@ -83,7 +83,7 @@ class SoupOptions(Section):
     def planned_methods(self) -> list[str]:
         """The methods to run, in registry order: the chosen ones plus the soups that WiSE-FT
         interpolates toward and the one to register (each computed once, all reported)."""
-        from soup.methods import METHODS
+        from soup.methods.ensemble import METHODS
 
         wanted = set(self.methods)
         if "wiseft" in wanted:

@@ -9,16 +9,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from soup.batchnorm import Recalibrator
-from soup.comparison import comparison_table, per_class_table
-from soup.context import MethodResult, SoupContext
-from soup.evaluation import Evaluator, Scored
-from soup.ingredients import USABLE, Ingredient
-from soup.methods import METHODS
-from soup.options import SoupOptions
-from soup.scoring import Base, score_ingredients, training_images
-from soup.screening import manifest_problem
-from soup.splits import load_eval_sets
+from soup.scoring.batchnorm import Recalibrator
+from soup.outputs.comparison import comparison_table, per_class_table
+from soup.methods.context import MethodResult, SoupContext
+from soup.scoring.evaluation import Evaluator, Scored
+from soup.inputs.manifest import USABLE, Ingredient
+from soup.methods.ensemble import METHODS
+from soup.methods.options import SoupOptions
+from soup.scoring.score import Base, score_ingredients, training_images
+from soup.inputs.screening import manifest_problem
+from soup.scoring.splits import load_eval_sets
 from trainers.baselines import BASELINES_JSON, Baselines
 from trainers.checkpoint import WEIGHTS, local_checkpoint, read_meta
 from trainers.config import TrainConfig

@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from soup.ingredients import USABLE, Ingredient
-from soup.statedict import COUNTERS, IncompatibleIngredient, check_compatible, first_non_finite
-from soup.tensorfile import TensorFile
+from soup.inputs.manifest import USABLE, Ingredient
+from soup.inputs.statedict import COUNTERS, IncompatibleIngredient, check_compatible, first_non_finite
+from soup.inputs.tensorfile import TensorFile
 
 PARTS = {"image tower": "visual.", "head": "head."}
 

@@ -7,10 +7,10 @@ from typing import Any, Callable
 
 import torch
 
-from soup.evaluation import Scored
-from soup.options import SoupOptions
-from soup.statedict import normalise_keys
-from soup.tensorfile import TensorFile, read_tensors
+from soup.scoring.evaluation import Scored
+from soup.methods.options import SoupOptions
+from soup.inputs.statedict import normalise_keys
+from soup.inputs.tensorfile import TensorFile, read_tensors
 from trainers.checkpoint import WEIGHTS, save_checkpoint
 from trainers.errors import UserError
 
@@ -41,7 +41,7 @@ class MethodResult:
 class SoupContext:
     """The evaluator and everything else a method may need; methods record their results in `done`."""
 
-    evaluator: Any  # soup.evaluation.Evaluator, or a scripted stand-in with the same two calls
+    evaluator: Any  # soup.scoring.evaluation.Evaluator, or a scripted stand-in with the same two calls
     options: SoupOptions = field(default_factory=SoupOptions)
     base_file: Path | None = None  # safetensors of the shared initialisation (zero-shot model)
     load: Callable[[Scored], dict[str, torch.Tensor]] = load_state

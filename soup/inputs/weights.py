@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from soup.statedict import normalise_keys
-from soup.tensorfile import TensorFile, TensorFileError
+from soup.inputs.statedict import normalise_keys
+from soup.inputs.tensorfile import TensorFile, TensorFileError
 from trainers.checkpoint import META, WEIGHTS, local_checkpoint, read_meta
 from trainers.config import ModelConfig
 from trainers.model import build_clip, zeroshot_head

@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from soup.ingredients import FINISHED, Ingredient
-from soup.scoring import Base
-from soup.sources import Converter, UnreadableWeights, read_weights
+from soup.inputs.manifest import FINISHED, Ingredient
+from soup.scoring.score import Base
+from soup.inputs.weights import Converter, UnreadableWeights, read_weights
 from trainers.checkpoint import META, read_meta
 from trainers.config import TrainConfig, validate
 from trainers.data.store import read_classes

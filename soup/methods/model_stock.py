@@ -17,10 +17,10 @@ from typing import Iterable
 
 import torch
 
-from soup.context import MethodResult, SoupContext, lineage
-from soup.evaluation import Scored
-from soup.statedict import LazyState
-from soup.tensorfile import TensorFile
+from soup.methods.context import MethodResult, SoupContext, lineage
+from soup.scoring.evaluation import Scored
+from soup.inputs.statedict import LazyState
+from soup.inputs.tensorfile import TensorFile
 
 
 def model_stock(pool: list[Scored], ctx: SoupContext) -> MethodResult:

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from soup.evaluation import Evaluator
-from soup.sources import Converter, read_weights
-from soup.splits import load_eval_sets
+from soup.scoring.evaluation import Evaluator
+from soup.inputs.weights import Converter, read_weights
+from soup.scoring.splits import load_eval_sets
 from trainers.config import TrainConfig
 from trainers.model import build_classifier
 

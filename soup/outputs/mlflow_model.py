@@ -1,6 +1,6 @@
 """The soup as an MLflow model, registered under a name the user gives.
 
-A pyfunc model "from code": MLflow stores the few lines of `soup/pyfunc_model.py` and, as the
+A pyfunc model "from code": MLflow stores the few lines of `soup/outputs/pyfunc_model.py` and, as the
 model's only artifact, our checkpoint directory (model.safetensors + meta.json). Nothing is pickled:
 neither the weights nor the Python object. Loading it needs soupsweep installed (it rebuilds the
 classifier from meta.json). The model version's tags and the soup's meta.json name the ingredient

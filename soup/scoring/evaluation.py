@@ -9,8 +9,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from soup.ingredients import Ingredient
-from soup.splits import EvalSet, SplitKind, require_heldout
+from soup.inputs.manifest import Ingredient
+from soup.scoring.splits import EvalSet, SplitKind, require_heldout
 from trainers.evaluate import predict
 from trainers.metrics import top1
 

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from soup.pipeline import soup_experiment
 from sweep.config import SweepConfig
 from sweep.driver import TAG_STOP_REASON, run_sweep
-from soup.ingredients import FINISHED
+from soup.inputs.manifest import FINISHED
 from sweep.tracking import TAG_ANYTIME_BEST_SINGLE, TAG_ANYTIME_MEMBERS, TAG_OFFER_ORDER, TAG_STATUS
 from tests.conftest import tiny_sweep_tree
 from tests.sweep.sweeps import trial_runs

@@ -1,8 +1,8 @@
 """The soup report for the terminal: methods as rows, evaluation sets as columns."""
 from __future__ import annotations
 
-from soup.comparison import TRIAL
-from soup.stage import SoupOutcome
+from soup.outputs.comparison import TRIAL
+from soup.make import SoupOutcome
 
 
 def metric_name(method: str, set_name: str, metric: str = "top1") -> str:

@@ -7,8 +7,8 @@ import statistics
 
 import torch
 
-from soup.context import MethodResult
-from soup.evaluation import Scored
+from soup.methods.context import MethodResult
+from soup.scoring.evaluation import Scored
 from trainers.metrics import classification_report, mcnemar, per_class_precision_recall
 
 SHIFT_AVG = "shift/avg"

@@ -11,13 +11,13 @@ from typing import Callable
 
 import torch
 
-from soup.context import MethodResult, SoupContext, lineage
-from soup.evaluation import Scored, accuracy
-from soup.greedy_soup import greedy_soup, keeps, trace_row
-from soup.learned import learned_layerwise_soup, learned_soup
-from soup.model_stock import model_stock
-from soup.statedict import LazyState, RunningSum
-from soup.wiseft import wiseft
+from soup.methods.context import MethodResult, SoupContext, lineage
+from soup.scoring.evaluation import Scored, accuracy
+from soup.methods.greedy import greedy_soup, keeps, trace_row
+from soup.methods.learned import learned_layerwise_soup, learned_soup
+from soup.methods.model_stock import model_stock
+from soup.inputs.statedict import LazyState, RunningSum
+from soup.methods.wiseft import wiseft
 from trainers.errors import UserError
 
 def zeroshot(pool: list[Scored], ctx: SoupContext) -> MethodResult:

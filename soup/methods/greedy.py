@@ -9,9 +9,9 @@ import statistics
 
 import torch
 
-from soup.context import MethodResult, SoupContext, lineage
-from soup.evaluation import Scored, accuracy
-from soup.statedict import RunningSum
+from soup.methods.context import MethodResult, SoupContext, lineage
+from soup.scoring.evaluation import Scored, accuracy
+from soup.inputs.statedict import RunningSum
 
 
 def keeps(score: float, best: float, tie_rule: str) -> bool:
@@ -28,7 +28,7 @@ class GreedyWalk:
     """The state of a greedy soup that ingredients are offered to one by one, in the greedy order:
     a running sum of the members and the soup's held-out accuracy. The offline greedy soup walks all
     ingredients at once; the sweep's anytime soup redoes the tail of the walk as trials finish
-    (soup.anytime)."""
+    (soup.methods.anytime)."""
 
     def __init__(self, evaluator, tie_rule: str):
         self.evaluator, self.tie_rule = evaluator, tie_rule

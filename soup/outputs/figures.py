@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-from soup.comparison import SHIFT_AVG, TEST, TRIAL
+from soup.outputs.comparison import SHIFT_AVG, TEST, TRIAL
 
 MARKERS = {"zeroshot": ("*", "black"), "best": ("D", "tab:gray"), "uniform": ("s", "tab:blue"),
            "greedy": ("P", "tab:red"), "model_stock": ("X", "tab:green"), "learned": ("p", "tab:purple"),

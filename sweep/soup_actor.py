@@ -1,4 +1,4 @@
-"""The anytime soup in a running sweep: a Ray actor holding soup.anytime.AnytimeSoup, offered each
+"""The anytime soup in a running sweep: a Ray actor holding soup.methods.anytime.AnytimeSoup, offered each
 trial's final checkpoint by the trial itself, and a Tune stopper that ends the sweep when the soup
 stops improving.
 
@@ -16,8 +16,8 @@ import ray
 import torch
 from ray import tune
 
-from soup.anytime import AnytimeSoup
-from soup.stage import base_from_checkpoint
+from soup.methods.anytime import AnytimeSoup
+from soup.make import base_from_checkpoint
 
 log = logging.getLogger(__name__)
 SOUP_GAIN = "soup/gain"

@@ -17,10 +17,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from soup.context import MethodResult, SoupContext, lineage
-from soup.evaluation import Scored
-from soup.statedict import LazyState
-from soup.tensorfile import TensorFile
+from soup.methods.context import MethodResult, SoupContext, lineage
+from soup.scoring.evaluation import Scored
+from soup.inputs.statedict import LazyState
+from soup.inputs.tensorfile import TensorFile
 from trainers.evaluate import autocast_for
 
 def learned_soup(pool: list[Scored], ctx: SoupContext) -> MethodResult:

@@ -1,0 +1,1 @@
+"""Scoring: the evaluation sets, one resident model evaluating weights (in process or on Ray workers), BatchNorm statistics."""
