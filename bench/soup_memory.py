@@ -42,11 +42,12 @@ from soup.scoring.evaluation import Evaluator  # noqa: E402
 from soup.methods.greedy import greedy_select  # noqa: E402
 from soup.inputs.manifest import FINISHED, Ingredient  # noqa: E402
 from soup.methods.learned import heldout_gradient  # noqa: E402
-from soup.methods.ensemble import METHODS  # noqa: E402
+from soup.methods.spec import METHODS  # noqa: E402
 from soup.methods.options import SoupOptions  # noqa: E402
-from soup.scoring.score import Base  # noqa: E402
+from soup.inputs.base import Base  # noqa: E402
 from soup.scoring.splits import EvalSet, SplitKind  # noqa: E402
-from soup.make import make_soups, resolve_device  # noqa: E402
+from soup.make import make_soups  # noqa: E402
+from trainers.device import resolve_device  # noqa: E402
 from soup.inputs.tensorfile import read_tensors  # noqa: E402
 from trainers.checkpoint import WEIGHTS, save_checkpoint  # noqa: E402
 from trainers.config import TrainConfig  # noqa: E402

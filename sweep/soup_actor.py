@@ -13,11 +13,11 @@ import tempfile
 from pathlib import Path
 
 import ray
-import torch
 from ray import tune
 
 from soup.methods.anytime import AnytimeSoup
-from soup.make import base_from_checkpoint
+from soup.inputs.base import base_from_checkpoint
+from trainers.device import resolve_device
 
 log = logging.getLogger(__name__)
 SOUP_GAIN = "soup/gain"
@@ -42,7 +42,7 @@ class AnytimeSoupActor:
     def __init__(self, base_uri: str, tie_rule: str, tolerance: float):
         self.workdir = Path(tempfile.mkdtemp(prefix="soupsweep-anytime-"))
         base = base_from_checkpoint(base_uri, self.workdir)
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device("auto")
         self.soup = AnytimeSoup(base, device, tie_rule, tolerance, self.workdir)
 
     def offer(self, trial_id: str, checkpoint: str) -> dict:

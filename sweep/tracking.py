@@ -106,7 +106,7 @@ class TrialRecord:
 
 
 def trial_runs_of(client: MlflowClient, experiment_id: str, parent_run_id: str, status: str | None = None) -> list:
-    """The trial runs of a sweep (those with `status` only, when given)."""
+    """The trial runs of a sweep (those with `status` only, when given): the one query for them."""
     query = f"tags.`{TAG_PARENT}` = '{parent_run_id}' and tags.`{TAG_KIND}` = '{KIND_TRIAL}'"
     if status:
         query += f" and tags.`{TAG_STATUS}` = '{status}'"
@@ -157,9 +157,8 @@ class TrialRuns(tune.Callback):
 
     def _existing_trials(self) -> dict[str, TrialRecord]:
         """Trial runs of this sweep from before a restart: a resumed trial keeps its run."""
-        query = f"tags.`{TAG_PARENT}` = '{self.parent_run_id}' and tags.`{TAG_KIND}` = '{KIND_TRIAL}'"
         records = {}
-        for run in self.client.search_runs([self.experiment_id], query, max_results=10_000):
+        for run in trial_runs_of(self.client, self.experiment_id, self.parent_run_id):
             cfg = TrainConfig.from_params(run.data.params)
             records[run.data.tags[TAG_TRIAL_ID]] = TrialRecord(
                 run.info.run_id, {}, cfg.optim.epochs, run.data.tags.get(TAG_STATUS, RUNNING),

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
 from trainers.base import write_base_checkpoint
-from trainers.config import TrainConfig, apply_overrides, validate
+from trainers.config import TrainConfig, validate
+from trainers.config_files import apply_overrides, parse_sets, read_config_file
+from trainers.device import resolve_device as choose_device
 from trainers.errors import UserError
 from trainers.loop import RunContext, fit
 
@@ -32,17 +33,8 @@ class RunOutcome:
 
 def load_config(path: str, overrides: list[str]) -> TrainConfig:
     """A TrainConfig from a YAML file and `key=value` overrides (values parsed as YAML)."""
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"--config: {path} does not exist")
-    tree = yaml.safe_load(file.read_text()) or {}
-    pairs = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"--set {item!r}: write key=value, e.g. --set optim.lr=1e-5")
-        pairs[key] = yaml.safe_load(value)
-    return validate(TrainConfig, apply_overrides(tree, pairs), source=str(path))
+    tree = read_config_file(path)
+    return validate(TrainConfig, apply_overrides(tree, parse_sets(overrides)), source=str(path))
 
 
 def run_training(cfg: TrainConfig, out: Path, device: torch.device) -> RunOutcome:
@@ -64,9 +56,7 @@ def run_training(cfg: TrainConfig, out: Path, device: torch.device) -> RunOutcom
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return choose_device(name, "--device")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from soup.inputs.manifest import FINISHED, Ingredient
-from soup.scoring.score import Base
+from soup.inputs.base import Base
 from soup.inputs.weights import Converter, UnreadableWeights, read_weights
 from trainers.checkpoint import META, read_meta
 from trainers.config import TrainConfig, validate

@@ -1,4 +1,5 @@
-"""Ingredients: the trial manifest (Parquet) and reading checkpoints from any pyarrow filesystem.
+"""The trial manifest (Parquet), written by the sweep and read by the soup stage, at a local path or
+any pyarrow.fs URI. (The checkpoints it names are read by soup.inputs.weights.)
 
 The manifest is the contract between the sweep and the soup: one row per trial with its status,
 config, final metrics, checkpoint URI and base checksum. Checkpoint URIs may be local paths or
@@ -14,6 +15,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from trainers.uris import pyarrow_uri
 
 FINISHED = "finished"  # ran all its epochs
 STOPPED = "stopped"  # stopped early by the scheduler (ASHA) or the time budget: still an ingredient
@@ -44,7 +47,7 @@ class Ingredient:
 def write_manifest(uri: str, ingredients: list[Ingredient]) -> None:
     rows = [{**asdict(i), "config": json.dumps(i.config), "metrics": json.dumps(i.metrics)} for i in ingredients]
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-    fs, path = pafs.FileSystem.from_uri(_as_uri(uri))
+    fs, path = pafs.FileSystem.from_uri(pyarrow_uri(uri))
     fs.create_dir(str(Path(path).parent), recursive=True)
     tmp = f"{path}.tmp"
     pq.write_table(table, tmp, filesystem=fs)
@@ -52,11 +55,8 @@ def write_manifest(uri: str, ingredients: list[Ingredient]) -> None:
 
 
 def read_manifest(uri: str) -> list[Ingredient]:
-    fs, path = pafs.FileSystem.from_uri(_as_uri(uri))
+    fs, path = pafs.FileSystem.from_uri(pyarrow_uri(uri))
     rows = pq.read_table(path, filesystem=fs).to_pylist()
     return [Ingredient(**{**row, "config": json.loads(row["config"]), "metrics": json.loads(row["metrics"])})
             for row in rows]
 
-
-def _as_uri(uri: str) -> str:
-    return uri if "://" in uri else str(Path(uri).resolve())

@@ -15,6 +15,7 @@ import torch
 from soup.inputs.manifest import USABLE, Ingredient
 from soup.inputs.statedict import COUNTERS, IncompatibleIngredient, check_compatible, first_non_finite
 from soup.inputs.tensorfile import TensorFile
+from trainers.errors import UserError
 
 PARTS = {"image tower": "visual.", "head": "head."}
 
@@ -117,3 +118,15 @@ def _non_finite_metric(metrics: dict[str, Any]) -> str | None:
 def _other_init(checksum: str, expected: str) -> str:
     return (f"different initialisation (base checksum {checksum[:12]} != {expected[:12]}): "
             "soups need one shared initialisation")
+
+
+def require_usable(ingredients: list[Ingredient]) -> None:
+    """Refuse at once (before any model is built) a sweep none of whose trials can be an ingredient."""
+    if not any(i.status in USABLE for i in ingredients):
+        reasons = {i.trial_id: manifest_problem(i, "") for i in ingredients}
+        raise UserError(f"the sweep has no finished trials ({len(ingredients)} trials: " + listed(reasons)
+                        + "); let it finish or run a new sweep before making soups")
+
+
+def listed(reasons: dict[str, str]) -> str:
+    return "; ".join(f"{k}: {v}" for k, v in reasons.items())

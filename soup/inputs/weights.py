@@ -25,6 +25,7 @@ from soup.inputs.tensorfile import TensorFile, TensorFileError
 from trainers.checkpoint import META, WEIGHTS, local_checkpoint, read_meta
 from trainers.config import ModelConfig
 from trainers.model import build_clip, zeroshot_head
+from trainers.uris import is_remote
 
 log = logging.getLogger(__name__)
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -120,7 +121,7 @@ def _cached(state: dict[str, torch.Tensor], meta: dict | None, file: Path | None
             uri: str) -> Weights:
     """Weights whose file can be re-read as is, or a normalised copy in the work directory."""
     clean = normalise_keys(state)
-    if file is not None and "://" not in uri and list(clean) == list(state):
+    if file is not None and not is_remote(uri) and list(clean) == list(state):
         return Weights(clean, meta, file)
     target = workdir / "ingredients" / f"{hashlib.sha1(uri.encode()).hexdigest()[:16]}.safetensors"
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,8 @@ import torch
 
 from soup.scoring.evaluation import Evaluator
 from soup.methods.greedy import GreedyWalk
-from soup.scoring.score import Base, base_reference, check
+from soup.inputs.base import Base
+from soup.scoring.score import base_reference, check
 from soup.inputs.weights import Converter, UnreadableWeights, read_weights
 from soup.scoring.splits import SplitKind, load_eval_sets
 from soup.inputs.statedict import normalise_keys

@@ -1,6 +1,7 @@
 """What every soup method gets (SoupContext) and gives back (MethodResult)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -15,6 +16,10 @@ from trainers.checkpoint import WEIGHTS, save_checkpoint
 from trainers.errors import UserError
 
 
+# What a method is given to choose from: the scored ingredients, their logits Sealed (held-out only).
+SelectionPool = list[Scored]
+
+
 def load_state(scored: Scored) -> dict[str, torch.Tensor]:
     """Weights of a scored ingredient, read again: soups stream checkpoints, one in memory at a time."""
     return normalise_keys(read_tensors(scored.weights))
@@ -23,7 +28,7 @@ def load_state(scored: Scored) -> dict[str, torch.Tensor]:
 @dataclass
 class MethodResult:
     name: str
-    logits: dict[str, torch.Tensor]  # per evaluation set
+    logits: Mapping[str, torch.Tensor]  # per evaluation set: Sealed until the report opens it
     cost: int  # forward passes per image at inference
     members: list[str]  # trial ids, in the order they were added
     weights: Path | None = None  # the soup's checkpoint directory, for methods that make one model

@@ -9,9 +9,10 @@ import statistics
 
 import torch
 
-from soup.methods.context import MethodResult, SoupContext, lineage
-from soup.scoring.evaluation import Scored, accuracy
 from soup.inputs.statedict import RunningSum
+from soup.methods.context import MethodResult, SelectionPool, SoupContext, lineage
+from soup.scoring.evaluation import Scored, accuracy
+from soup.scoring.sealed import SEALED_WIDE
 
 
 def keeps(score: float, best: float, tie_rule: str) -> bool:
@@ -24,32 +25,54 @@ def trace_row(step: int, trial_id: str, own_heldout: float, candidate: float, be
             "candidate_heldout": candidate, "soup_heldout": best, "accepted": accepted}
 
 
-class GreedyWalk:
-    """The state of a greedy soup that ingredients are offered to one by one, in the greedy order:
-    a running sum of the members and the soup's held-out accuracy. The offline greedy soup walks all
-    ingredients at once; the sweep's anytime soup redoes the tail of the walk as trials finish
-    (soup.methods.anytime)."""
+class Greedy:
+    """The greedy accept loop, the one place it is written: candidates are offered one by one in the
+    greedy order; each is kept if the soup's held-out accuracy with it does not drop (the first offer
+    always stays). Subclasses say how a candidate is scored with the members and how it is added:
+    averaged weights (GreedyWalk: the greedy soup) or summed logits (the greedy ensemble)."""
 
-    def __init__(self, evaluator, tie_rule: str):
-        self.evaluator, self.tie_rule = evaluator, tie_rule
-        self.running = RunningSum(getattr(evaluator, "device", "cpu"))
+    def __init__(self, tie_rule: str):
+        self.tie_rule = tie_rule
         self.best: float | None = None  # held-out accuracy of the soup; None while it is empty
         self.members: list[str] = []
         self.trace: list[dict] = []
 
-    def offer(self, trial_id: str, own_heldout: float, weights: dict[str, torch.Tensor]) -> bool:
-        """Add `weights` if the soup's held-out accuracy does not drop (the first offer always stays)."""
+    def score_with(self, candidate) -> float:
+        raise NotImplementedError
+
+    def add(self, candidate) -> None:
+        raise NotImplementedError
+
+    def offer(self, trial_id: str, own_heldout: float, candidate) -> bool:
+        """Here the greedy soup decides whether to keep an ingredient."""
         if self.best is None:
             score, accepted = own_heldout, True
         else:
-            score = self.evaluator.heldout_top1(self.running.mean_with(weights), soup=True)
+            score = self.score_with(candidate)
             accepted = keeps(score, self.best, self.tie_rule)
         if accepted:
-            self.running.add(weights)
+            self.add(candidate)
             self.members.append(trial_id)
             self.best = score
         self.trace.append(trace_row(len(self.trace), trial_id, own_heldout, score, self.best, accepted))
         return accepted
+
+
+class GreedyWalk(Greedy):
+    """A greedy soup of weights: a running sum of the members. The offline greedy soup walks all
+    ingredients at once; the sweep's anytime soup redoes the tail of the walk as trials finish
+    (soup.methods.anytime)."""
+
+    def __init__(self, evaluator, tie_rule: str):
+        super().__init__(tie_rule)
+        self.evaluator = evaluator
+        self.running = RunningSum(getattr(evaluator, "device", "cpu"))
+
+    def score_with(self, weights: dict[str, torch.Tensor]) -> float:
+        return self.evaluator.heldout_top1(self.running.mean_with(weights), soup=True)
+
+    def add(self, weights: dict[str, torch.Tensor]) -> None:
+        self.running.add(weights)
 
 
 def greedy_select(order: list[Scored], ctx: SoupContext) -> tuple[RunningSum, list[str], list[dict]]:
@@ -60,7 +83,7 @@ def greedy_select(order: list[Scored], ctx: SoupContext) -> tuple[RunningSum, li
     return walk.running, walk.members, walk.trace
 
 
-def greedy_soup(pool: list[Scored], ctx: SoupContext) -> MethodResult:
+def greedy_soup(pool: SelectionPool, ctx: SoupContext) -> MethodResult:
     """The greedy soup of `pool`: the given start (a sweep's anytime soup) when it walked exactly these
     ingredients (not, e.g., when trials stopped early were never offered to it), else a new walk."""
     start = ctx.greedy_start
@@ -75,7 +98,7 @@ def greedy_soup(pool: list[Scored], ctx: SoupContext) -> MethodResult:
     if ctx.options.greedy_repeats:
         rows = random_orders(pool, ctx)
         result.tables["repeats"] = rows
-        result.metrics.update(spread(rows, list(logits)))
+        result.metrics.update(spread(rows, ["heldout"]))  # the report adds the other sets' spread
     return result
 
 
@@ -99,7 +122,9 @@ def random_orders(pool: list[Scored], ctx: SoupContext) -> list[dict]:
         del running
         row = {"repeat": repeat, "order": ",".join(s.trial_id for s in order), "members": ",".join(members),
                "size": len(members)}
-        row.update({f"{name}/top1": accuracy(values, ctx.evaluator.labels(name)) for name, values in logits.items()})
+        row["heldout/top1"] = accuracy(logits["heldout"], ctx.evaluator.labels("heldout"))
+        if len(logits) > 1:
+            row[SEALED_WIDE] = logits  # the report fills in test and shift: selection never reads them
         rows.append(row)
     return rows
 

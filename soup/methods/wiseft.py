@@ -11,29 +11,30 @@ from pathlib import Path
 
 import torch
 
-from soup.methods.context import MethodResult, SoupContext, lineage
-from soup.scoring.evaluation import Scored, accuracy
 from soup.inputs.statedict import LazyState
 from soup.inputs.tensorfile import TensorFile
+from soup.methods.context import MethodResult, SelectionPool, SoupContext, lineage
+from soup.scoring.evaluation import accuracy
+from soup.scoring.sealed import SEALED_LONG
 from trainers.checkpoint import WEIGHTS
 
 
-def wiseft(pool: list[Scored], ctx: SoupContext) -> list[MethodResult]:
+def wiseft(pool: SelectionPool, ctx: SoupContext) -> list[MethodResult]:
     base = ctx.base("wiseft")
     return [alpha_curve(target, pool, ctx, base) for target in ctx.options.wiseft_targets]
 
 
-def alpha_curve(target: str, pool: list[Scored], ctx: SoupContext, base: TensorFile) -> MethodResult:
+def alpha_curve(target: str, pool: SelectionPool, ctx: SoupContext, base: TensorFile) -> MethodResult:
     ev = ctx.evaluator
     file, members = target_weights(target, pool, ctx)
     fine_tuned = TensorFile(file)
     rows, best = [], None
     for alpha in ctx.options.wiseft_alphas:
         logits = ev.logits(interpolation(base, fine_tuned, alpha, ev.targets.keys()), soup=0 < alpha < 1)
-        scores = {name: accuracy(values, ev.labels(name)) for name, values in logits.items()}
-        rows += [{"target": target, "alpha": alpha, "set": name, "top1": score} for name, score in scores.items()]
-        if best is None or scores["heldout"] > best[1]:
-            best = (alpha, scores["heldout"], logits)
+        heldout = accuracy(logits["heldout"], ev.labels("heldout"))
+        rows.append({"target": target, "alpha": alpha, SEALED_LONG: logits})  # the report adds each set's top-1
+        if best is None or heldout > best[1]:
+            best = (alpha, heldout, logits)
     alpha, _, logits = best
     name = f"wiseft_{target}"
     ev.load(interpolation(base, fine_tuned, alpha, ev.targets.keys()), soup=0 < alpha < 1)
@@ -41,12 +42,12 @@ def alpha_curve(target: str, pool: list[Scored], ctx: SoupContext, base: TensorF
     return MethodResult(name, logits, 1, members, weights, tables={"curve": rows}, metrics={"alpha": alpha})
 
 
-def target_weights(target: str, pool: list[Scored], ctx: SoupContext) -> tuple[Path, list[str]]:
+def target_weights(target: str, pool: SelectionPool, ctx: SoupContext) -> tuple[Path, list[str]]:
     """The weights file WiSE-FT interpolates toward, and the ingredients it was made of."""
     if target == "best":
         best = max(pool, key=lambda s: s.heldout_top1)
         return best.weights, [best.trial_id]
-    result = ctx.done.get(target)
+    result = ctx.done.get(target)  # the registry runs wiseft after every soup (MethodSpec.after)
     if result is None or result.weights is None:
         raise ValueError(f"WiSE-FT target {target!r} was not made before wiseft ran (with a spool directory)")
     return result.weights / WEIGHTS, result.members

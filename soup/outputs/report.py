@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from soup.outputs.comparison import TRIAL
-from soup.make import SoupOutcome
+from soup.outputs.outcome import SoupOutcome
 
 
 def metric_name(method: str, set_name: str, metric: str = "top1") -> str:

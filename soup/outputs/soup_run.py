@@ -16,7 +16,7 @@ from soup.outputs.figures import id_vs_shift, wiseft_curve
 from soup.methods.options import SoupOptions
 from soup.inputs.records import KIND_SOUP, TAG_KIND, TAG_PARENT
 from soup.outputs.report import metric_name
-from soup.make import SoupOutcome
+from soup.outputs.outcome import SoupOutcome
 from trainers.checkpoint import META
 
 SOUP_RUN_PREFIX = "soup"

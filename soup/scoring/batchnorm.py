@@ -6,11 +6,19 @@ Layers whose statistics no ingredient changed keep them: a frozen BatchNorm stay
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from soup.inputs.base import Base
+from trainers.data.cache import load_eval_set
+from trainers.data.store import open_shards
+from trainers.errors import UserError
 from trainers.evaluate import autocast_for
+
+if TYPE_CHECKING:
+    from soup.scoring.evaluation import Evaluator
 
 log = logging.getLogger(__name__)
 STATS = ("running_mean", "running_var")
@@ -57,3 +65,21 @@ class Recalibrator:
             for n, m in bns.items():
                 m.momentum = momenta[n]
             model.eval()
+
+
+def training_images(path: str, image_size: int, count: int, seed: int = 0) -> torch.Tensor:
+    """`count` training images (a seeded sample) for recomputing BatchNorm statistics."""
+    size = sum(shard.metadata.num_rows for shard in open_shards(path))
+    chosen = torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:count].tolist()
+    return load_eval_set(path, image_size, torch.device("cpu"), rows=chosen).images  # only these are decoded
+
+
+def recalibrator(base: Base, evaluator: Evaluator, layers: set[str], count: int) -> Recalibrator:
+    """BatchNorm statistics of soups are recomputed on training images; without any, refuse."""
+    if not base.config.data.train:
+        raise UserError(f"the ingredients trained {len(layers)} BatchNorm layers (e.g. {sorted(layers)[0]}): "
+                        "soups need their statistics recomputed on training images; pass --train <split.parquet>")
+    log.info("recomputing the statistics of %d BatchNorm layers for every soup on %d training images",
+             len(layers), count)
+    images = training_images(base.config.data.train, evaluator.model.image_size, count)
+    return Recalibrator(layers, images.to(evaluator.device), evaluator.device, evaluator.precision)

@@ -9,10 +9,13 @@ from typing import Callable
 import torch
 from torch import nn
 
+from soup.inputs.base import Base
 from soup.inputs.manifest import Ingredient
-from soup.scoring.splits import EvalSet, SplitKind, require_heldout
+from soup.scoring.sealed import HELDOUT, Sealed, SelectionLeak
+from soup.scoring.splits import EvalSet, SplitKind, load_eval_sets
 from trainers.evaluate import predict
 from trainers.metrics import top1
+from trainers.model import build_classifier
 
 
 class Evaluator:
@@ -31,7 +34,7 @@ class Evaluator:
         self.device = device
         self.precision = precision
         self.recalibrate = recalibrate
-        self.heldout = require_heldout(next(s for s in sets if s.kind is SplitKind.HELDOUT))
+        self.heldout = next(s for s in sets if s.kind is SplitKind.HELDOUT)
 
     def load(self, state: Mapping[str, torch.Tensor], soup: bool = False) -> None:
         with torch.no_grad():
@@ -67,15 +70,42 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return top1(logits, labels.to(logits.device))
 
 
+class HeldoutOnly:
+    """The Evaluator as soup methods see it: the same calls, but logits come `Sealed` (only the held-out
+    set readable) and only held-out labels are given, so that no method can select on test or shift."""
+
+    def __init__(self, evaluator: Evaluator):
+        self._evaluator = evaluator
+
+    def __getattr__(self, name: str):
+        if name == "sets":
+            raise SelectionLeak("soup methods get the held-out set only (evaluator.heldout)")
+        return getattr(self._evaluator, name)
+
+    def logits(self, state: Mapping[str, torch.Tensor], soup: bool = False) -> Sealed:
+        return Sealed(self._evaluator.logits(state, soup))
+
+    def labels(self, name: str) -> torch.Tensor:
+        if name != HELDOUT:
+            raise SelectionLeak(f"soup methods may read the heldout labels only, not {name!r}")
+        return self._evaluator.labels(name)
+
+
 @dataclass
 class Scored:
     """An ingredient that loaded and was evaluated once: its cached logits on every set."""
 
     ingredient: Ingredient
-    logits: dict[str, torch.Tensor]
+    logits: Mapping[str, torch.Tensor]  # Sealed in the pool that methods get: held-out only
     heldout_top1: float
     weights: Path | None = None  # a local safetensors file of its weights, read again by the soups
 
     @property
     def trial_id(self) -> str:
         return self.ingredient.trial_id
+
+
+def build_evaluator(base: Base, device: torch.device) -> Evaluator:
+    """One resident model of the base's architecture and the evaluation sets, on `device`."""
+    model = build_classifier(base.config.model, len(base.classes))
+    return Evaluator(model, load_eval_sets(base.config.data, model.image_size, device), device, base.config.precision)

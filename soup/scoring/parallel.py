@@ -1,6 +1,6 @@
 """Ingredient evaluation spread over Ray workers, one per GPU: the forward passes of the soup stage.
 
-Optional: the soup stage runs without Ray. soup/ uses Ray only here (DESIGN.md), and imports it only
+Optional: the soup stage runs without Ray. soup/ uses Ray only here (docs/architecture.md), and imports it only
 when a parallel evaluation is asked for, so `python -m soup.greedy` never starts or imports it.
 
 Each worker is a Ray actor that builds the model and the evaluation sets once on its device (as the
@@ -24,6 +24,7 @@ from soup.scoring.evaluation import Evaluator
 from soup.inputs.weights import Converter, read_weights
 from soup.scoring.splits import load_eval_sets
 from trainers.config import TrainConfig
+from trainers.device import resolve_device
 from trainers.model import build_classifier
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class IngredientEvaluator:
     """Runs as a Ray actor: one resident model and the evaluation sets on its device (its GPU if it has one)."""
 
     def __init__(self, config: TrainConfig, classes: list[str]):
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = resolve_device("auto")
         model = build_classifier(config.model, len(classes))
         sets = load_eval_sets(config.data, model.image_size, device)
         self.evaluator = Evaluator(model, sets, device, config.precision)

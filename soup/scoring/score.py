@@ -4,38 +4,21 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from soup.scoring.batchnorm import STATS, batchnorm_layers, moved_layers
 from soup.scoring.evaluation import Evaluator, Scored, accuracy
+from soup.inputs.base import Base
 from soup.inputs.manifest import FINISHED, Ingredient
 from soup.scoring.parallel import RemoteEvaluation, start_remote
 from soup.inputs.screening import Reference, distance_problem, meta_problem, weights_problem
 from soup.inputs.weights import Converter, UnreadableWeights, Weights, read_weights
 from soup.inputs.statedict import normalise_keys
 from soup.inputs.tensorfile import TensorFile, read_tensors
-from trainers.baselines import Baselines
-from trainers.config import TrainConfig
-from trainers.data.cache import load_eval_set
-from trainers.data.store import open_shards
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Base:
-    """The shared initialisation (the zero-shot model) and what it fixes: model config and classes."""
-
-    config: TrainConfig
-    classes: list[str]
-    file: Path | None = None  # a local safetensors file with normalised keys; None when not given
-    checksum: str = ""
-    head_init: str = ""
-    meta: dict[str, Any] | None = None
-    baselines: Baselines | None = None  # the training-free baselines a sweep computed with its base
 
 
 @dataclass
@@ -163,9 +146,3 @@ def _skip(skipped: dict[str, str], ingredient: Ingredient, reason: str) -> None:
     skipped[ingredient.trial_id] = reason
     log.warning("leaving out trial %s: %s", ingredient.trial_id, reason)
 
-
-def training_images(path: str, image_size: int, count: int, seed: int = 0) -> torch.Tensor:
-    """`count` training images (a seeded sample) for recomputing BatchNorm statistics."""
-    size = sum(shard.metadata.num_rows for shard in open_shards(path))
-    chosen = torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:count].tolist()
-    return load_eval_set(path, image_size, torch.device("cpu"), rows=chosen).images  # only these are decoded

@@ -40,9 +40,3 @@ def load_eval_sets(data: DataConfig, image_size: int, device: torch.device) -> l
         sets.append(EvalSet(name, kind, cached.images, cached.labels, None if covers is None else covers.to(device)))
     return sets
 
-
-def require_heldout(eval_set: EvalSet) -> EvalSet:
-    """Guard for selection code: choosing ingredients on test or shift data would leak the report."""
-    if eval_set.kind is not SplitKind.HELDOUT:
-        raise ValueError(f"selection may only use the heldout split, not {eval_set.name!r}")
-    return eval_set

@@ -8,7 +8,8 @@ import torch
 
 from soup.methods.anytime import AnytimeSoup
 from soup.methods.options import SoupOptions
-from soup.make import base_from_checkpoint, make_soups
+from soup.inputs.base import base_from_checkpoint
+from soup.make import make_soups
 from tests.soup.conftest import run_stage
 
 

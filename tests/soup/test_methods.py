@@ -14,7 +14,8 @@ from soup.methods.learned import heldout_gradient, inner_products, mixed
 from soup.methods.ensemble import greedy_ensemble
 from soup.methods.model_stock import merge_layer
 from soup.methods.options import SoupOptions
-from soup.make import base_from_checkpoint, build_evaluator
+from soup.inputs.base import base_from_checkpoint
+from soup.scoring.evaluation import build_evaluator
 from soup.inputs.tensorfile import TensorFile
 from soup.methods.wiseft import interpolation
 from tests.soup.conftest import run_stage

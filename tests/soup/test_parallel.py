@@ -17,7 +17,8 @@ from soup.inputs.manifest import FINISHED, Ingredient
 from soup.methods.options import SoupOptions
 from soup.scoring.parallel import worker_count
 from soup.scoring.score import score_ingredients
-from soup.make import base_from_checkpoint, build_evaluator
+from soup.inputs.base import base_from_checkpoint
+from soup.scoring.evaluation import build_evaluator
 from tests.soup.conftest import run_stage
 from trainers.checkpoint import WEIGHTS
 from trainers.config import validate

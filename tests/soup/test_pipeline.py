@@ -50,7 +50,7 @@ def test_the_sweep_config_soup_section_reaches_the_stage(recorded_sweep):
     assert "zeroshot/test/top1" not in run.data.metrics and "uniform/test/mcnemar_p" in run.data.metrics
 
 
-def test_the_drivers_positional_call_still_works(recorded_sweep):
+def test_methods_tie_rule_and_device_reach_the_soup_run_and_bad_alphas_are_refused(recorded_sweep):
     uri, client, _ = recorded_sweep
     result = soup_experiment(uri, "recorded", ["greedy"], ">", "cpu")
     run = client.get_run(result.run_id)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from soup.inputs.manifest import DIVERGED, FAILED, FINISHED, STOPPED, Ingredient, read_manifest, write_manifest
-from soup.methods.ensemble import METHODS, parse_methods
+from soup.methods.spec import METHODS, parse_methods
 from soup.outputs.report import format_table
 from tests.soup.conftest import run_stage, train_ingredients
 from trainers.base import write_base_checkpoint

@@ -10,7 +10,7 @@ import yaml
 
 from soup.scoring.score import base_reference, check
 from soup.inputs.weights import Converter, read_weights
-from soup.make import base_from_checkpoint
+from soup.inputs.base import base_from_checkpoint
 from tests.conftest import data_section
 
 ROOT = Path(__file__).resolve().parents[2]

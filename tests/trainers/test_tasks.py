@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from soup.scoring.score import base_reference, check
 from soup.inputs.weights import Converter, read_weights
-from soup.make import base_from_checkpoint
+from soup.inputs.base import base_from_checkpoint
 from tests.conftest import data_section
 from trainers import metrics as M
 from trainers.base import TEXT_TOWER, write_base_checkpoint
