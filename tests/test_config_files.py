@@ -23,7 +23,7 @@ def test_a_config_file_with_bad_yaml(main, capsys, tmp_path, monkeypatch):
 @pytest.mark.parametrize("main", [sweep_run.main, trainers_run.main], ids=["sweep.run", "trainers.run"])
 @pytest.mark.parametrize("item, expected", [
     ("optim.lr=[1e-5", "--set 'optim.lr=[1e-5': the value is not valid YAML"),
-    ("mlflow.experiment=a: b", "--set 'mlflow.experiment=a: b': the value is not valid YAML"),
+    ("optim.lr=a: b: c", "--set 'optim.lr=a: b: c': the value is not valid YAML (mapping values"),
     ("=3", "--set '=3': use KEY=VALUE"),
 ])
 def test_a_set_with_bad_yaml(main, item, expected, capsys, tmp_path, monkeypatch):

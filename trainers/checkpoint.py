@@ -63,8 +63,8 @@ def save_checkpoint(directory: str | Path, state_dict: dict[str, torch.Tensor], 
 def read_meta(directory: str | Path) -> dict[str, Any]:
     """meta.json of a checkpoint at a local path or any pyarrow.fs URI (s3://, gs://)."""
     directory = str(directory)
-    if "://" not in directory:
-        return json.loads((Path(directory) / META).read_text())
+    if not is_remote(directory):
+        return json.loads((local_path(directory) / META).read_text())
     fs, path = pafs.FileSystem.from_uri(directory)
     with fs.open_input_stream(f"{path}/{META}") as stream:
         return json.loads(stream.readall())
