@@ -37,17 +37,18 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from soup.context import SoupContext  # noqa: E402
-from soup.evaluation import Evaluator  # noqa: E402
-from soup.greedy_soup import greedy_select  # noqa: E402
-from soup.ingredients import FINISHED, Ingredient  # noqa: E402
-from soup.learned import heldout_gradient  # noqa: E402
-from soup.methods import METHODS  # noqa: E402
-from soup.options import SoupOptions  # noqa: E402
-from soup.scoring import Base  # noqa: E402
-from soup.splits import EvalSet, SplitKind  # noqa: E402
-from soup.stage import make_soups, resolve_device  # noqa: E402
-from soup.tensorfile import read_tensors  # noqa: E402
+from soup.methods.context import SoupContext  # noqa: E402
+from soup.scoring.evaluation import Evaluator  # noqa: E402
+from soup.methods.greedy import greedy_select  # noqa: E402
+from soup.inputs.manifest import FINISHED, Ingredient  # noqa: E402
+from soup.methods.learned import heldout_gradient  # noqa: E402
+from soup.methods.spec import METHODS  # noqa: E402
+from soup.methods.options import SoupOptions  # noqa: E402
+from soup.inputs.base import Base  # noqa: E402
+from soup.scoring.splits import EvalSet, SplitKind  # noqa: E402
+from soup.make import make_soups  # noqa: E402
+from trainers.device import resolve_device  # noqa: E402
+from soup.inputs.tensorfile import read_tensors  # noqa: E402
 from trainers.checkpoint import WEIGHTS, save_checkpoint  # noqa: E402
 from trainers.config import TrainConfig  # noqa: E402
 from trainers.model import build_classifier, state_checksum  # noqa: E402

@@ -12,14 +12,14 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, get_origin
 
-from soup.explicit import ExplicitInputs
-from soup.methods import METHODS, parse_methods
-from soup.options import DEFAULT_METHODS, SOUP_METHODS, SoupOptions
+from soup.inputs.explicit import ExplicitInputs
+from soup.inputs.records import absolute_sqlite
+from soup.methods.options import SoupOptions
+from soup.methods.spec import DEFAULT_METHODS, METHODS, PARAMS, SOUP_METHODS, parse_methods
 from soup.pipeline import DEFAULT_EXPERIMENT, soup_experiment, soup_files
-from soup.records import absolute_sqlite
-from soup.report import format_table
+from soup.outputs.report import format_table
 from trainers.config import validate
 from trainers.errors import UserError
 
@@ -43,14 +43,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(default: one per free GPU when Ray is running or RAY_ADDRESS is set and at least two "
                         "are free, else none), 0 (in this process) or N (N workers, one GPU each when the "
                         "cluster has GPUs; starts a local Ray if none is running)")
-    method.add_argument("--greedy-repeats", type=int, help="extra greedy soups over random orders (spread)")
-    method.add_argument("--wiseft-alphas", help="comma-separated α values (default 0,0.1,...,1)")
-    method.add_argument("--wiseft-targets", help=f"comma-separated among best,{','.join(SOUP_METHODS)} "
-                        "(default greedy,best)")
-    method.add_argument("--learned-steps", type=int, help="learned soups: optimisation steps (default 20)")
     method.add_argument("--register-as", help="register the soup in the MLflow model registry under this name")
     method.add_argument("--register-method", help=f"which soup to register: one of {','.join(SOUP_METHODS)} "
                         "(default greedy)")
+    add_method_flags(parser)
     files = parser.add_argument_group("explicit ingredients (no sweep)")
     files.add_argument("--ingredients", nargs="+", metavar="PATTERN",
                        help="globs of checkpoint directories or weight files (.safetensors, .pt, .pth, .bin)")
@@ -67,11 +63,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def soup_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options given on the command line (the others keep SoupOptions' defaults)."""
     given = {"methods": parse_methods(args.methods) if args.methods else None, "tie_rule": args.tie_rule,
-             "device": args.device, "eval_workers": args.eval_workers, "greedy_repeats": args.greedy_repeats,
-             "learned_steps": args.learned_steps,
-             "register_as": args.register_as, "register_method": args.register_method,
-             "wiseft_alphas": _floats(args.wiseft_alphas), "wiseft_targets": _names(args.wiseft_targets)}
+             "device": args.device, "eval_workers": args.eval_workers,
+             "register_as": args.register_as, "register_method": args.register_method}
+    for params in PARAMS:
+        for name, field in params.model_fields.items():
+            value = getattr(args, name)
+            given[name] = value if value is None or get_origin(field.annotation) is not list else _items(value)
     return {k: v for k, v in given.items() if v is not None}
+
+
+def add_method_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per method parameter (soup.methods.spec), in a group per method: --greedy-repeats, ..."""
+    for params in PARAMS:
+        methods = ", ".join(n for n, s in METHODS.items() if s.params is params)
+        group = parser.add_argument_group(f"{methods} (values as in the sweep config's soup section; "
+                                          "lists comma-separated)")
+        for name, field in params.model_fields.items():
+            default = field.get_default(call_default_factory=True)
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            group.add_argument("--" + name.replace("_", "-"), dest=name, metavar="VALUE",
+                               help=f"{field.description} (default {shown})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,17 +117,8 @@ def explicit_inputs(args: argparse.Namespace) -> ExplicitInputs:
                           args.test, args.train, shift)
 
 
-def _floats(text: str | None) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UserError(f"--wiseft-alphas {text!r}: give numbers in [0, 1] separated by commas") from None
-
-
-def _names(text: str | None) -> list[str] | None:
-    return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
+def _items(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 if __name__ == "__main__":

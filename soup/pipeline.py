@@ -14,12 +14,16 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from soup.explicit import ExplicitInputs, explicit_base, explicit_ingredients
-from soup.ingredients import read_manifest
-from soup.options import SoupOptions
-from soup.records import TAG_BASE, TAG_MANIFEST, artifact_location, find_experiment, require_sweep_run
-from soup.soup_run import log_soup_run
-from soup.stage import SoupOutcome, base_from_checkpoint, make_soups, require_usable
+from soup.inputs.explicit import ExplicitInputs, explicit_base, explicit_ingredients
+from soup.inputs.manifest import read_manifest
+from soup.methods.options import SoupOptions
+from soup.methods.spec import NEEDS_BASE
+from soup.inputs.records import TAG_BASE, TAG_MANIFEST, artifact_location, find_experiment, require_sweep_run
+from soup.outputs.soup_run import log_soup_run
+from soup.inputs.base import base_from_checkpoint
+from soup.inputs.screening import require_usable
+from soup.make import make_soups
+from soup.outputs.outcome import SoupOutcome
 from trainers.config import validate
 
 log = logging.getLogger(__name__)
@@ -78,12 +82,11 @@ def _options(values: dict[str, Any]) -> SoupOptions:
 
 def _without_base_methods(options: SoupOptions) -> SoupOptions:
     """Without --base, drop the methods that need the zero-shot model if they were not asked for by name."""
-    needs_base = {"zeroshot", "model_stock", "wiseft"}
     if options.model_fields_set & {"methods"}:
         return options  # asked for explicitly: let the method say what it needs
-    kept = [m for m in options.methods if m not in needs_base]
+    kept = [m for m in options.methods if m not in NEEDS_BASE]
     log.warning("no --base given: skipping %s, which need the shared initialisation",
-                ", ".join(sorted(needs_base & set(options.methods))))
+                ", ".join(sorted(NEEDS_BASE & set(options.methods))))
     return options.model_copy(update={"methods": kept})
 
 

@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from soup.options import SoupOptions
-from soup.records import absolute_sqlite
+from soup.methods.options import SoupOptions
+from soup.inputs.records import absolute_sqlite
 from sweep.presets import PRESETS, merge
 from trainers.config import Section, TrainConfig, allowed_keys, fixes_shared_init, flatten
 
@@ -131,7 +131,7 @@ class MlflowConfig(Section):
 
 
 class SoupSection(SoupOptions):
-    """The soup stage's options (soup.options.SoupOptions): `python -m soup.greedy` validates its flags
+    """The soup stage's options (soup.methods.options.SoupOptions): `python -m soup.greedy` validates its flags
     with the same model, so the section and the flags cannot drift apart."""
 
 

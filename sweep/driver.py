@@ -16,12 +16,12 @@ import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from soup.ingredients import Ingredient, write_manifest
+from soup.inputs.manifest import Ingredient, write_manifest
 from soup.pipeline import SoupRun, soup_experiment
-from soup.records import (TAG_BASE, TAG_BASE_CHECKSUM, TAG_MANIFEST, TAG_STORAGE, TAG_TRIAL_ID, find_experiment,
+from soup.inputs.records import (TAG_BASE, TAG_BASE_CHECKSUM, TAG_MANIFEST, TAG_STORAGE, TAG_TRIAL_ID, find_experiment,
                           require_sweep_run)
 from sweep.cluster import check_storage_writable, connect_ray, trial_concurrency
-from sweep.anytime import SoupPlateau, start_anytime_actor, stop_reason
+from sweep.soup_actor import SoupPlateau, start_anytime_actor, stop_reason
 from sweep.config import SweepConfig
 from sweep.manifest import collect_ingredients, final_checkpoint
 from sweep.space import param_space, scheduler, search_algorithm
@@ -33,6 +33,7 @@ from trainers.base import default_device, write_base_checkpoint
 from trainers.baselines import training_free_baselines
 from trainers.checkpoint import upload_checkpoint
 from trainers.data.store import check_dataset
+from trainers.uris import is_remote, local_path
 
 log = logging.getLogger(__name__)
 CONFIG_ARTIFACT = "sweep_config.json"
@@ -173,8 +174,8 @@ def prepare_base(cfg: SweepConfig, paths: SweepPaths) -> str:
     """Write the shared initialisation once, where every worker can read it, with the training-free
     baselines beside it (baselines.enabled); returns its checksum."""
     with tempfile.TemporaryDirectory(prefix="soupsweep-base-") as tmp:
-        remote = "://" in paths.base and not paths.base.startswith("file://")
-        local = Path(tmp) / "base" if remote else Path(paths.base.removeprefix("file://"))
+        remote = is_remote(paths.base)
+        local = Path(tmp) / "base" if remote else local_path(paths.base)
         checksum = write_base_checkpoint(cfg.train_config(), local)
         if cfg.baselines.enabled:
             log.info("computing the training-free baselines (zero-shot, Tip-Adapter) once for the sweep")

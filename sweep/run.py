@@ -13,18 +13,17 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
-from typing import Any
 
 import yaml
 
-from soup.records import absolute_sqlite
-from soup.report import format_table
+from soup.inputs.records import absolute_sqlite
+from soup.outputs.report import format_table
 from sweep.config import SweepConfig
 from sweep.demo import demo_config
 from sweep.driver import SweepOutcome, resume_sweep, run_sweep
 from sweep.profiles import PROFILES_DIR, load_profile
-from trainers.config import apply_overrides, validate
+from trainers.config import validate
+from trainers.config_files import apply_overrides, parse_sets, read_config_file
 from trainers.errors import UserError
 
 
@@ -53,25 +52,11 @@ def load_config(path: str | None, sets: list[str], cluster: str | None = None) -
     if path is None:
         tree = demo_config()
     else:
-        if not Path(path).is_file():
-            raise UserError(f"--config: {path} does not exist")
-        tree = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(tree, dict):
-            raise UserError(f"--config: {path} must hold a YAML mapping of config sections")
+        tree = read_config_file(path)
     overrides = parse_sets(sets)
     if cluster is not None:
         overrides = {**load_profile(cluster, skip=overrides), **overrides}
     return validate(SweepConfig, apply_overrides(tree, overrides), source=path or "demo config")
-
-
-def parse_sets(sets: list[str]) -> dict[str, Any]:
-    overrides = {}
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set {item!r}: use KEY=VALUE, e.g. --set optim.lr=1e-5")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,12 +18,12 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from soup.ingredients import DIVERGED, FAILED, FINISHED, STOPPED
-from sweep.anytime import BEST_SINGLE, MEMBERS, OFFERED, REPORT_KEYS, SOUP_GAIN
+from soup.inputs.manifest import DIVERGED, FAILED, FINISHED, STOPPED
+from sweep.soup_actor import BEST_SINGLE, MEMBERS, OFFERED, REPORT_KEYS, SOUP_GAIN
 from sweep.queued_writes import QueuedWrites, log_table_once
 from sweep.space import resolve_overrides
 from sweep.trial import checkpoint_uri, kept_checkpoint
-from soup.records import (artifact_location, KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_KIND, TAG_PARENT, TAG_STORAGE,
+from soup.inputs.records import (artifact_location, KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_KIND, TAG_PARENT, TAG_STORAGE,
                           TAG_TRIAL_ID, find_sweep_run)
 from trainers import metrics as M
 from trainers.checkpoint import read_meta
@@ -106,7 +106,7 @@ class TrialRecord:
 
 
 def trial_runs_of(client: MlflowClient, experiment_id: str, parent_run_id: str, status: str | None = None) -> list:
-    """The trial runs of a sweep (those with `status` only, when given)."""
+    """The trial runs of a sweep (those with `status` only, when given): the one query for them."""
     query = f"tags.`{TAG_PARENT}` = '{parent_run_id}' and tags.`{TAG_KIND}` = '{KIND_TRIAL}'"
     if status:
         query += f" and tags.`{TAG_STATUS}` = '{status}'"
@@ -157,9 +157,8 @@ class TrialRuns(tune.Callback):
 
     def _existing_trials(self) -> dict[str, TrialRecord]:
         """Trial runs of this sweep from before a restart: a resumed trial keeps its run."""
-        query = f"tags.`{TAG_PARENT}` = '{self.parent_run_id}' and tags.`{TAG_KIND}` = '{KIND_TRIAL}'"
         records = {}
-        for run in self.client.search_runs([self.experiment_id], query, max_results=10_000):
+        for run in trial_runs_of(self.client, self.experiment_id, self.parent_run_id):
             cfg = TrainConfig.from_params(run.data.params)
             records[run.data.tags[TAG_TRIAL_ID]] = TrialRecord(
                 run.info.run_id, {}, cfg.optim.epochs, run.data.tags.get(TAG_STATUS, RUNNING),
@@ -247,7 +246,7 @@ class TrialRuns(tune.Callback):
 
     def _log_offer(self, record: TrialRecord, result: dict) -> None:
         """The trial's soup gain on its run; the soup's state right after its offer on the sweep run
-        (both from the trial's soup result: see sweep.anytime.offer_to_soup)."""
+        (both from the trial's soup result: see sweep.soup_actor.offer_to_soup)."""
         now = int(time.time() * 1000)
         metrics = [Metric(SOUP_GAIN, float(result[SOUP_GAIN]), now, 0)]
         if not result[OFFERED] or self.anytime_experiment is None:

@@ -14,7 +14,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from sweep.anytime import SOUP_GAIN, offer_to_soup
+from sweep.soup_actor import SOUP_GAIN, offer_to_soup
 from sweep.space import resolve_overrides
 from sweep.worker import train_worker
 from trainers import metrics as M

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from trainers.checkpoint import load_checkpoint, local_checkpoint, save_checkpoint
 from trainers.config import TrainConfig
 from trainers.data.store import check_dataset
+from trainers.device import resolve_device
 from trainers.errors import UserError
 from trainers.evaluate import split_features
 from trainers.model import ImageClassifier, build_classifier, state_checksum, text_tower_state, \
@@ -51,7 +52,7 @@ def pretrained_start(cfg: TrainConfig, classes: list[str]) -> tuple[ImageClassif
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device("auto")
 
 
 def linear_probe_head(cfg: TrainConfig, model: ImageClassifier, device: torch.device) -> None:

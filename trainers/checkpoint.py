@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from trainers import __version__
+from trainers.uris import is_remote, local_path
 
 WEIGHTS = "model.safetensors"
 META = "meta.json"
@@ -62,8 +63,8 @@ def save_checkpoint(directory: str | Path, state_dict: dict[str, torch.Tensor], 
 def read_meta(directory: str | Path) -> dict[str, Any]:
     """meta.json of a checkpoint at a local path or any pyarrow.fs URI (s3://, gs://)."""
     directory = str(directory)
-    if "://" not in directory:
-        return json.loads((Path(directory) / META).read_text())
+    if not is_remote(directory):
+        return json.loads((local_path(directory) / META).read_text())
     fs, path = pafs.FileSystem.from_uri(directory)
     with fs.open_input_stream(f"{path}/{META}") as stream:
         return json.loads(stream.readall())
@@ -86,8 +87,8 @@ def load_train_state(directory: str | Path) -> dict[str, Any] | None:
 def local_checkpoint(uri: str) -> Iterator[Path]:
     """A local directory holding the checkpoint at `uri`: the path itself, or for s3:// and gs://
     (anything pyarrow.fs reads) a temporary copy that is removed afterwards."""
-    if "://" not in uri or uri.startswith("file://"):
-        yield Path(uri.removeprefix("file://"))
+    if not is_remote(uri):
+        yield local_path(uri)
         return
     with tempfile.TemporaryDirectory(prefix="soupsweep-checkpoint-") as tmp:
         pafs.copy_files(uri, tmp)
@@ -96,5 +97,5 @@ def local_checkpoint(uri: str) -> Iterator[Path]:
 
 def upload_checkpoint(local_dir: str | Path, uri: str) -> None:
     """Copy a local checkpoint directory to `uri` (a no-op when `uri` is that directory)."""
-    if "://" in uri and not uri.startswith("file://"):
+    if is_remote(uri):
         pafs.copy_files(str(Path(local_dir).resolve()), uri)

@@ -11,6 +11,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from trainers.config_files import apply_overrides, flatten  # noqa: F401 (imported from here too)
 from trainers.errors import UserError
 
 SCHEMA_VERSION = 1
@@ -74,10 +75,11 @@ class DataConfig(Section):
     train: str = Field("", description="Training split: a store directory of Parquet shards (local or URI) "
                        "or one Parquet file.")
     val: str = Field("", description="Split for per-trial validation: the metric the search optimises.")
-    heldout: str = Field("", description="Parquet file used only to select soup ingredients.")
-    test: str = Field("", description="Parquet file for the in-distribution report.")
+    heldout: str = Field("", description="Split used only to select soup ingredients (a store directory or "
+                         "Parquet file, like train).")
+    test: str = Field("", description="Split for the in-distribution report.")
     shift: dict[str, str] = Field(
-        default_factory=dict, description="Named distribution-shift sets: name -> Parquet file."
+        default_factory=dict, description="Named distribution-shift sets: name -> split."
     )
     balanced_sampler: bool = Field(
         False, description="Draw training classes uniformly (then an image of the class), for imbalanced data.")
@@ -193,32 +195,6 @@ def _parse_param(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, path + "."))
-        else:
-            flat[path] = value
-    return flat
-
-
-def apply_overrides(tree: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Set dotted keys in a nested dict (a copy); unknown keys are caught later by validation."""
-    tree = json.loads(json.dumps(tree))
-    for dotted, value in overrides.items():
-        node = tree
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise UserError(f"config: cannot set '{dotted}': '{part}' is not a section")
-            node = child
-        node[leaf] = value
-    return tree
 
 
 def validate(model_type: type[BaseModel], tree: dict[str, Any], source: str = "config") -> Any:

@@ -29,9 +29,3 @@ def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
         return model
     device_ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module whose weights we save: without DDP's `module.` or torch.compile's `_orig_mod.`."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)

@@ -39,16 +39,6 @@ def _batched(model: nn.Module, forward, images: torch.Tensor, device: torch.devi
     return torch.cat(chunks)
 
 
-def loss_and_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """[summed cross-entropy, number correct, count] as one tensor, ready for an all-reduce."""
-    labels = labels.to(logits.device)
-    return torch.stack([
-        F.cross_entropy(logits, labels, reduction="sum"),
-        (logits.argmax(-1) == labels).sum().float(),
-        torch.tensor(float(len(labels)), device=logits.device),
-    ])
-
-
 def image_features(model: nn.Module, images: torch.Tensor, device: torch.device, precision: str = "auto",
                    batch_size: int = 256) -> torch.Tensor:
     """float32 L2-normalised features (N, dim) of an ImageClassifier's image tower for uint8 images."""

@@ -24,11 +24,6 @@ VAL_MACRO_F1 = "val/macro_f1"
 VAL_ECE = "val/ece"
 
 
-def top1_name(split: str) -> str:
-    """'heldout' -> 'heldout/top1', 'shift/sketch' -> 'shift/sketch/top1'."""
-    return f"{split}/top1"
-
-
 def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return (logits.argmax(-1) == labels).float().mean().item()
 

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
 from trainers.base import write_base_checkpoint
-from trainers.config import TrainConfig, apply_overrides, validate
+from trainers.config import TrainConfig, validate
+from trainers.config_files import apply_overrides, parse_sets, read_config_file
+from trainers.device import resolve_device
 from trainers.errors import UserError
 from trainers.loop import RunContext, fit
 
@@ -32,17 +33,8 @@ class RunOutcome:
 
 def load_config(path: str, overrides: list[str]) -> TrainConfig:
     """A TrainConfig from a YAML file and `key=value` overrides (values parsed as YAML)."""
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"--config: {path} does not exist")
-    tree = yaml.safe_load(file.read_text()) or {}
-    pairs = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"--set {item!r}: write key=value, e.g. --set optim.lr=1e-5")
-        pairs[key] = yaml.safe_load(value)
-    return validate(TrainConfig, apply_overrides(tree, pairs), source=str(path))
+    tree = read_config_file(path)
+    return validate(TrainConfig, apply_overrides(tree, parse_sets(overrides)), source=str(path))
 
 
 def run_training(cfg: TrainConfig, out: Path, device: torch.device) -> RunOutcome:
@@ -63,20 +55,6 @@ def run_training(cfg: TrainConfig, out: Path, device: torch.device) -> RunOutcom
     return RunOutcome(out / "checkpoint", result.metrics)
 
 
-def resolve_device(name: str) -> torch.device:
-    """`--device` as a torch.device; UserError (before anything is written) for one this machine lacks."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    kind, _, index = name.partition(":")
-    if name != "cpu" and not (kind == "cuda" and (not index or index.isdigit())):
-        raise UserError(f"--device {name}: use auto, cpu, cuda or cuda:N")
-    count = torch.cuda.device_count() if kind == "cuda" else 0
-    if kind == "cuda" and int(index or 0) >= count:
-        seen = f"only cuda:0..cuda:{count - 1} are visible" if count else "no CUDA GPU is visible"
-        raise UserError(f"--device {name}: {seen}; use --device auto or cpu")
-    return torch.device(name)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainers.run", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="YAML file of training keys (docs/config.md)")
@@ -86,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        outcome = run_training(load_config(args.config, args.set), Path(args.out), resolve_device(args.device))
+        cfg, device = load_config(args.config, args.set), resolve_device(args.device, "--device")
+        outcome = run_training(cfg, Path(args.out), device)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

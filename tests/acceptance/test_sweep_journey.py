@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from soup.records import (KIND_SOUP, KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_KIND, TAG_MANIFEST, TAG_PARENT,
+from soup.inputs.records import (KIND_SOUP, KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_KIND, TAG_MANIFEST, TAG_PARENT,
                           TAG_STORAGE)
 from sweep.demo import DEMO_CONFIG
 from sweep.tracking import TAG_STATUS

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from soup.ingredients import FINISHED, Ingredient
-from soup.options import SoupOptions
-from soup.stage import base_from_checkpoint, make_soups
+from soup.inputs.manifest import FINISHED, Ingredient
+from soup.methods.options import SoupOptions
+from soup.inputs.base import base_from_checkpoint
+from soup.make import make_soups
 from tests.conftest import data_section
 from trainers.base import write_base_checkpoint
 from trainers.checkpoint import read_meta

@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 
-from soup.anytime import AnytimeSoup
-from soup.options import SoupOptions
-from soup.stage import base_from_checkpoint, make_soups
+from soup.methods.anytime import AnytimeSoup
+from soup.methods.options import SoupOptions
+from soup.inputs.base import base_from_checkpoint
+from soup.make import make_soups
 from tests.soup.conftest import run_stage
 
 

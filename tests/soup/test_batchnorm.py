@@ -6,10 +6,11 @@ import json
 import torch
 from torch import nn
 
-from soup.batchnorm import Recalibrator, moved_layers
-from soup.options import SoupOptions
-from soup.scoring import training_images
-from soup.stage import base_from_checkpoint, make_soups
+from soup.scoring.batchnorm import Recalibrator, moved_layers
+from soup.methods.options import SoupOptions
+from soup.scoring.batchnorm import training_images
+from soup.inputs.base import base_from_checkpoint
+from soup.make import make_soups
 from tests.conftest import data_section
 from tests.soup.conftest import run_stage, train_ingredients
 from trainers.base import write_base_checkpoint

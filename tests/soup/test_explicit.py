@@ -11,10 +11,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from soup import greedy
-from soup.explicit import explicit_ingredients
-from soup.mlflow_model import TAG_INGREDIENTS, TAG_SOUP_RUN
-from soup.records import KIND_SOUP, TAG_KIND, TAG_PARENT
-from soup.tensorfile import read_tensors
+from soup.inputs.explicit import explicit_ingredients
+from soup.outputs.mlflow_model import TAG_INGREDIENTS, TAG_SOUP_RUN
+from soup.inputs.records import KIND_SOUP, TAG_KIND, TAG_PARENT
+from soup.inputs.tensorfile import read_tensors
 from trainers.checkpoint import WEIGHTS, load_weights
 from trainers.config import ModelConfig
 from trainers.data.store import read_split

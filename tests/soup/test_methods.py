@@ -6,17 +6,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from soup.context import SoupContext
-from soup.evaluation import Scored
-from soup.greedy_soup import greedy_select, greedy_soup
-from soup.ingredients import FINISHED, Ingredient
-from soup.learned import heldout_gradient, inner_products, mixed
-from soup.methods import greedy_ensemble
-from soup.model_stock import merge_layer
-from soup.options import SoupOptions
-from soup.stage import base_from_checkpoint, build_evaluator
-from soup.tensorfile import TensorFile
-from soup.wiseft import interpolation
+from soup.methods.context import SoupContext
+from soup.scoring.evaluation import Scored
+from soup.methods.greedy import greedy_select, greedy_soup
+from soup.inputs.manifest import FINISHED, Ingredient
+from soup.methods.learned import heldout_gradient, inner_products, mixed
+from soup.methods.ensemble import greedy_ensemble
+from soup.methods.model_stock import merge_layer
+from soup.methods.options import SoupOptions
+from soup.inputs.base import base_from_checkpoint
+from soup.scoring.evaluation import build_evaluator
+from soup.inputs.tensorfile import TensorFile
+from soup.methods.wiseft import interpolation
 from tests.soup.conftest import run_stage
 from trainers.checkpoint import WEIGHTS, load_weights
 

@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from soup.greedy import parse_args, soup_options
-from soup.ingredients import FINISHED, Ingredient
-from soup.options import SoupOptions
-from soup.parallel import worker_count
-from soup.scoring import score_ingredients
-from soup.stage import base_from_checkpoint, build_evaluator
+from soup.inputs.manifest import FINISHED, Ingredient
+from soup.methods.options import SoupOptions
+from soup.scoring.parallel import worker_count
+from soup.scoring.score import score_ingredients
+from soup.inputs.base import base_from_checkpoint
+from soup.scoring.evaluation import build_evaluator
 from tests.soup.conftest import run_stage
 from trainers.checkpoint import WEIGHTS
 from trainers.config import validate
@@ -91,7 +92,7 @@ def test_eval_workers_option_and_flag():
 
 
 def test_auto_neither_starts_nor_imports_ray():
-    code = "import sys; from soup.parallel import worker_count; print(worker_count('auto'), 'ray' in sys.modules)"
+    code = "import sys; from soup.scoring.parallel import worker_count; print(worker_count('auto'), 'ray' in sys.modules)"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.split() == ["0", "False"]

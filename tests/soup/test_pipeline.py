@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from soup.ingredients import write_manifest
-from soup.mlflow_model import TAG_INGREDIENT_RUNS, TAG_REGISTERED
+from soup.inputs.manifest import write_manifest
+from soup.outputs.mlflow_model import TAG_INGREDIENT_RUNS, TAG_REGISTERED
 from soup.pipeline import soup_experiment
-from soup.records import KIND_SOUP, KIND_SWEEP, TAG_BASE, TAG_KIND, TAG_MANIFEST, TAG_PARENT, artifact_location
+from soup.inputs.records import KIND_SOUP, KIND_SWEEP, TAG_BASE, TAG_KIND, TAG_MANIFEST, TAG_PARENT, artifact_location
 from sweep.config import SoupSection
 from trainers.errors import UserError
 
@@ -50,7 +50,7 @@ def test_the_sweep_config_soup_section_reaches_the_stage(recorded_sweep):
     assert "zeroshot/test/top1" not in run.data.metrics and "uniform/test/mcnemar_p" in run.data.metrics
 
 
-def test_the_drivers_positional_call_still_works(recorded_sweep):
+def test_methods_tie_rule_and_device_reach_the_soup_run_and_bad_alphas_are_refused(recorded_sweep):
     uri, client, _ = recorded_sweep
     result = soup_experiment(uri, "recorded", ["greedy"], ">", "cpu")
     run = client.get_run(result.run_id)
@@ -61,7 +61,7 @@ def test_the_drivers_positional_call_still_works(recorded_sweep):
 
 
 def test_a_sweep_without_usable_trials_or_base_is_a_one_line_error(soup_inputs, tmp_path):
-    from soup.ingredients import FAILED, Ingredient
+    from soup.inputs.manifest import FAILED, Ingredient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from soup.evaluation import Evaluator
-from soup.splits import load_eval_sets
+from soup.scoring.evaluation import Evaluator
+from soup.scoring.splits import load_eval_sets
 from tests.conftest import data_section
 from trainers.config import DataConfig, ModelConfig
 from trainers.data.store import read_split, write_split

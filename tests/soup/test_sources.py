@@ -5,8 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from soup.sources import Converter, UnreadableWeights, read_weights
-from soup.tensorfile import TensorFile, TensorFileError, read_tensors
+from soup.inputs.weights import Converter, UnreadableWeights, read_weights
+from soup.inputs.tensorfile import TensorFile, TensorFileError, read_tensors
 from trainers.checkpoint import WEIGHTS, load_weights, read_meta
 from trainers.config import ModelConfig
 from trainers.model import state_checksum, zeroshot_classifier_and_clip

@@ -6,9 +6,9 @@ import shutil
 import pytest
 import torch
 
-from soup.ingredients import DIVERGED, FAILED, FINISHED, STOPPED, Ingredient, read_manifest, write_manifest
-from soup.methods import METHODS, parse_methods
-from soup.report import format_table
+from soup.inputs.manifest import DIVERGED, FAILED, FINISHED, STOPPED, Ingredient, read_manifest, write_manifest
+from soup.methods.spec import METHODS, parse_methods
+from soup.outputs.report import format_table
 from tests.soup.conftest import run_stage, train_ingredients
 from trainers.base import write_base_checkpoint
 from trainers.baselines import training_free_baselines

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from soup.statedict import IncompatibleIngredient, RunningSum, check_compatible, normalise_keys
+from soup.inputs.statedict import IncompatibleIngredient, RunningSum, check_compatible, normalise_keys
 
 
 def dyadic(seed: int, shape=(4, 3)) -> torch.Tensor:

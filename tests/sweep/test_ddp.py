@@ -1,6 +1,9 @@
 """A 2-worker Ray Train trial really synchronises: both ranks end with identical weights, although
-each trained on its own half of the data."""
+each trained on its own half of the data (as each rank's loader recorded what it read)."""
 from __future__ import annotations
+
+import hashlib
+import json
 
 import pytest
 
@@ -10,25 +13,35 @@ pytestmark = pytest.mark.slow
 
 
 def ddp_worker(payload):
-    import ray.train
-    import ray.train.torch
+    import hashlib
+    import json
     from pathlib import Path
 
+    import ray.train
+    import ray.train.torch
+
     from trainers.config import TrainConfig
+    from trainers.data.loader import TrainLoader
     from trainers.distributed import rank_and_world
-    from trainers.data.loader import epoch_rows, row_groups
-    from trainers.data.store import open_shards
     from trainers.loop import RunContext, fit
     from trainers.model import state_checksum
     from sweep.worker import report
 
+    read: dict[int, list[str]] = {}  # epoch -> digests of the images this rank's loader read from the store
+    chunks = TrainLoader.chunks
+
+    def recorded(self, epoch, gen):
+        for blobs, labels in chunks(self, epoch, gen):
+            read.setdefault(epoch, []).extend(hashlib.sha1(b).hexdigest() for b in blobs)
+            yield blobs, labels
+
+    TrainLoader.chunks = recorded  # observes this worker process's real loader; reads are unchanged
     rank, world = rank_and_world()
     cfg = TrainConfig.model_validate(payload["config"])
     result = fit(cfg, RunContext(base_dir=payload["base_dir"], device=ray.train.torch.get_device(), report=report))
     out = Path(payload["out"])
     (out / f"rank{rank}.sha").write_text(state_checksum(result.model.state_dict()))
-    seen = epoch_rows(row_groups(open_shards(cfg.data.train)), cfg.seed, 0, rank, world)  # what the loader read
-    (out / f"rank{rank}.samples").write_text(",".join(map(str, seen)))
+    (out / f"rank{rank}.read.json").write_text(json.dumps(read))
 
 
 def test_two_ranks_hold_identical_weights(ray_cluster, demo_data, tmp_path):
@@ -37,6 +50,7 @@ def test_two_ranks_hold_identical_weights(ray_cluster, demo_data, tmp_path):
 
     from trainers.base import write_base_checkpoint
     from trainers.config import TrainConfig
+    from trainers.data.store import open_shards
 
     cfg = TrainConfig.model_validate({"data": data_section(demo_data), "optim": {"epochs": 2, "lr": 3e-3}})
     base_checksum = write_base_checkpoint(cfg, tmp_path / "base")
@@ -52,5 +66,13 @@ def test_two_ranks_hold_identical_weights(ray_cluster, demo_data, tmp_path):
     assert result.metrics["epoch"] == 2 and result.checkpoint is not None
     rank0, rank1 = (tmp_path / "rank0.sha").read_text(), (tmp_path / "rank1.sha").read_text()
     assert rank0 == rank1 != base_checksum  # trained, and in sync
-    samples = [set((tmp_path / f"rank{r}.samples").read_text().split(",")) for r in (0, 1)]
-    assert not samples[0] & samples[1]  # each rank saw other images
+    read = [json.loads((tmp_path / f"rank{r}.read.json").read_text()) for r in (0, 1)]
+    train_images = {hashlib.sha1(blob).hexdigest() for shard in open_shards(cfg.data.train)
+                    for blob in shard.read(columns=["image"]).column("image").to_pylist()}
+    trained = len(train_images) // 2 // cfg.optim.batch_size * cfg.optim.batch_size  # per rank and epoch
+    for epoch in ("0", "1"):
+        first, second = set(read[0][epoch]), set(read[1][epoch])
+        assert len(first) == len(read[0][epoch]) and len(second) == len(read[1][epoch])  # no image twice
+        assert not first & second  # each rank read other images
+        assert first | second <= train_images and min(len(first), len(second)) >= trained
+    assert read[0]["0"] != read[0]["1"]  # a new order every epoch

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from soup.ingredients import FINISHED, read_manifest
-from soup.records import (KIND_SOUP, KIND_SWEEP, KIND_TRIAL, TAG_BASE_CHECKSUM, TAG_CHECKPOINT, TAG_KIND,
+from soup.inputs.manifest import FINISHED, read_manifest
+from soup.inputs.records import (KIND_SOUP, KIND_SWEEP, KIND_TRIAL, TAG_BASE_CHECKSUM, TAG_CHECKPOINT, TAG_KIND,
                           TAG_MANIFEST, TAG_PARENT, TAG_STORAGE, TAG_TRIAL_ID)
 from sweep.tracking import PER_CLASS_TABLE
 from trainers import metrics as M

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from soup.records import KIND_SOUP, KIND_SWEEP, KIND_TRIAL, TAG_KIND
+from soup.inputs.records import KIND_SOUP, KIND_SWEEP, KIND_TRIAL, TAG_KIND
 from tests.conftest import tiny_sweep_tree
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from soup.records import artifact_location
+from soup.inputs.records import artifact_location
 from sweep.queued_writes import QueuedWrites
 from tests.acceptance.services import MlflowServer
 

@@ -16,8 +16,8 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
-from soup.ingredients import DIVERGED, FINISHED, STOPPED, read_manifest
-from soup.records import KIND_SOUP, TAG_CHECKPOINT, TAG_KIND, TAG_MANIFEST, find_experiment, require_sweep_run
+from soup.inputs.manifest import DIVERGED, FINISHED, STOPPED, read_manifest
+from soup.inputs.records import KIND_SOUP, TAG_CHECKPOINT, TAG_KIND, TAG_MANIFEST, find_experiment, require_sweep_run
 from sweep.config import SweepConfig
 from sweep.driver import run_sweep
 from sweep.space import param_space, search_algorithm

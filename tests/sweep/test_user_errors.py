@@ -12,8 +12,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from soup import greedy
-from soup.ingredients import FAILED, Ingredient, write_manifest
-from soup.records import KIND_SWEEP, TAG_BASE, TAG_KIND, TAG_MANIFEST
+from soup.inputs.manifest import FAILED, Ingredient, write_manifest
+from soup.inputs.records import KIND_SWEEP, TAG_BASE, TAG_KIND, TAG_MANIFEST
 from sweep import run
 from tests.conftest import tiny_sweep_tree
 

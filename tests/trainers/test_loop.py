@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import data_section
 from trainers import metrics as M
 from trainers.base import write_base_checkpoint
-from trainers.checkpoint import load_checkpoint
+from trainers.checkpoint import load_checkpoint, load_weights
 from trainers.config import TrainConfig
 from trainers.errors import UserError
 from trainers.loop import RunContext, fit
@@ -47,14 +49,24 @@ def test_learns_from_random_init_and_checkpoints_every_epoch(random_base, tmp_pa
 
 
 def test_resume_continues_from_the_checkpoint_epoch(random_base, tmp_path):
+    """A run resumed from its epoch-2 checkpoint ends where the uninterrupted run ends: same weights
+    bit for bit, which needs the saved weights and the optimizer and scheduler state (Adam's moments)."""
     cfg, base_dir, _ = random_base
     cfg = cfg.with_overrides({"optim.epochs": 3})
-    fit(cfg.with_overrides({"optim.epochs": 3}), RunContext(
-        base_dir=base_dir, report=lambda m, d: m[M.EPOCH] == 2 and shutil.copytree(d, tmp_path / "e2")))
+
+    def keep(epoch: int, target: Path):
+        return lambda m, d: m[M.EPOCH] == epoch and shutil.copytree(d, target)
+
+    fit(cfg, RunContext(base_dir=base_dir, report=keep(3, tmp_path / "straight")))
+    fit(cfg, RunContext(base_dir=base_dir, report=keep(2, tmp_path / "e2")))
     epochs = []
     fit(cfg, RunContext(base_dir=base_dir, resume_dir=str(tmp_path / "e2"),
-                        report=lambda m, d: epochs.append(m[M.EPOCH])))
+                        report=lambda m, d: epochs.append(m[M.EPOCH]) or keep(3, tmp_path / "resumed")(m, d)))
     assert epochs == [3]
+    straight, resumed = load_weights(tmp_path / "straight"), load_weights(tmp_path / "resumed")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    assert not torch.equal(straight["head.weight"], load_weights(tmp_path / "e2")["head.weight"])  # it trained
 
 
 def test_batch_larger_than_the_data_is_a_user_error(random_base):

@@ -10,9 +10,9 @@ import pytest
 import torch
 import yaml
 
-from soup.scoring import base_reference, check
-from soup.sources import Converter, read_weights
-from soup.stage import base_from_checkpoint
+from soup.scoring.score import base_reference, check
+from soup.inputs.weights import Converter, read_weights
+from soup.inputs.base import base_from_checkpoint
 from tests.conftest import data_section
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from soup.scoring import base_reference, check
-from soup.sources import Converter, read_weights
-from soup.stage import base_from_checkpoint
+from soup.scoring.score import base_reference, check
+from soup.inputs.weights import Converter, read_weights
+from soup.inputs.base import base_from_checkpoint
 from tests.conftest import data_section
 from trainers import metrics as M
 from trainers.base import TEXT_TOWER, write_base_checkpoint

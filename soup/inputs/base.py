@@ -1,0 +1,49 @@
+"""The base: the shared initialisation (the zero-shot model) every ingredient started from, and what
+it fixes (model config, classes, checksum); read from a sweep's base checkpoint or given by --base."""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainers.baselines import BASELINES_JSON, Baselines
+from trainers.checkpoint import WEIGHTS, local_checkpoint, read_meta
+from trainers.config import TrainConfig
+from trainers.errors import UserError
+from trainers.uris import is_remote
+
+
+@dataclass
+class Base:
+    """The shared initialisation (the zero-shot model) and what it fixes: model config and classes."""
+
+    config: TrainConfig
+    classes: list[str]
+    file: Path | None = None  # a local safetensors file with normalised keys; None when not given
+    checksum: str = ""
+    head_init: str = ""
+    meta: dict[str, Any] | None = None
+    baselines: Baselines | None = None  # the training-free baselines a sweep computed with its base
+
+
+def base_from_checkpoint(uri: str, workdir: Path) -> Base:
+    """The base a sweep wrote (local path or any pyarrow.fs URI), its weights kept local for the stage."""
+    try:
+        with local_checkpoint(uri) as path:
+            meta = read_meta(path)
+            file = _local_weights(uri, path, workdir)
+            baselines = Baselines.load(path) if (path / BASELINES_JSON).is_file() else None
+    except (OSError, ValueError) as err:
+        raise UserError(f"the sweep's base checkpoint {uri} cannot be read ({type(err).__name__}: {err}); "
+                        "it is written when the sweep starts: check the storage the sweep used") from None
+    return Base(TrainConfig.model_validate(meta["config"]), meta["classes"], file, meta.get("base_checksum", ""),
+                meta.get("head_init", ""), meta, baselines)
+
+
+def _local_weights(uri: str, path: Path, workdir: Path) -> Path:
+    """The base's weights file, copied into the work directory when `uri` is remote."""
+    if is_remote(uri):
+        shutil.copyfile(path / WEIGHTS, workdir / "base.safetensors")
+        return workdir / "base.safetensors"
+    return path / WEIGHTS

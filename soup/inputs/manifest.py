@@ -1,0 +1,62 @@
+"""The trial manifest (Parquet), written by the sweep and read by the soup stage, at a local path or
+any pyarrow.fs URI. (The checkpoints it names are read by soup.inputs.weights.)
+
+The manifest is the contract between the sweep and the soup: one row per trial with its status,
+config, final metrics, checkpoint URI and base checksum. Checkpoint URIs may be local paths or
+s3:// / gs:// URIs (read through pyarrow.fs).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from trainers.uris import pyarrow_uri
+
+FINISHED = "finished"  # ran all its epochs
+STOPPED = "stopped"  # stopped early by the scheduler (ASHA) or the time budget: still an ingredient
+DIVERGED = "diverged"  # training loss went non-finite: left out
+FAILED = "failed"  # raised (after its retries): left out
+USABLE = (FINISHED, STOPPED)
+MANIFEST_SCHEMA = pa.schema([
+    ("trial_id", pa.string()), ("status", pa.string()), ("reason", pa.string()),
+    ("checkpoint", pa.string()), ("base_checksum", pa.string()), ("mlflow_run_id", pa.string()),
+    ("config", pa.string()), ("metrics", pa.string()),
+])
+
+
+@dataclass
+class Ingredient:
+    """One trial as the soup sees it. `config` and `metrics` are plain dicts."""
+
+    trial_id: str
+    status: str
+    checkpoint: str = ""
+    base_checksum: str = ""
+    mlflow_run_id: str = ""
+    reason: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def write_manifest(uri: str, ingredients: list[Ingredient]) -> None:
+    rows = [{**asdict(i), "config": json.dumps(i.config), "metrics": json.dumps(i.metrics)} for i in ingredients]
+    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    fs, path = pafs.FileSystem.from_uri(pyarrow_uri(uri))
+    fs.create_dir(str(Path(path).parent), recursive=True)
+    tmp = f"{path}.tmp"
+    pq.write_table(table, tmp, filesystem=fs)
+    fs.move(tmp, path)  # readers never see half a manifest
+
+
+def read_manifest(uri: str) -> list[Ingredient]:
+    fs, path = pafs.FileSystem.from_uri(pyarrow_uri(uri))
+    rows = pq.read_table(path, filesystem=fs).to_pylist()
+    return [Ingredient(**{**row, "config": json.loads(row["config"]), "metrics": json.loads(row["metrics"])})
+            for row in rows]
+

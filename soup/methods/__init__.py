@@ -1,0 +1,1 @@
+"""Soup and ensemble methods: the declared specs, and one module per method (selection on held-out only)."""

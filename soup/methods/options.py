@@ -1,0 +1,67 @@
+"""The soup stage's options: one typed model, used as the sweep config's `soup` section and built by
+`python -m soup.greedy` from its flags, so both spell and validate every option the same way.
+
+The stage's own options are declared here; each method's parameters are declared with the method
+(soup.methods.spec) and joined in as flat keys (`greedy_repeats`, `wiseft_alphas`, ...)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from soup.methods.spec import DEFAULT_METHODS, METHODS, PARAMS, SOUP_METHODS
+from trainers.config import Section
+
+
+class StageOptions(Section):
+    methods: list[str] = Field(default_factory=lambda: list(DEFAULT_METHODS),
+                               description="soup and ensemble methods to run, by registered name")
+    tie_rule: Literal[">=", ">"] = Field(">=", description="greedy soup: keep ties (>=, the paper's recipe) or not (>)")
+    device: str = Field("auto", description="where the soup stage evaluates: auto, cpu, cuda, cuda:N")
+    eval_workers: int | Literal["auto"] = Field(
+        "auto", description="Ray workers that evaluate the ingredients in parallel (0: in this process; "
+        "auto: one per free GPU when Ray is running and at least two are free, else 0; N: N workers, "
+        "one GPU each when the cluster has GPUs, else CPU workers)")
+    bn_images: int = Field(1024, ge=1, description="training images used to recompute BatchNorm statistics")
+    init_tolerance: float = Field(0.5, gt=0, description="weights without meta.json: largest relative distance "
+                                  "||w - w_base|| / ||w_base|| (image tower, head) still counted as the same init")
+    register_as: str = Field("", description="register this soup in the MLflow model registry under this name "
+                             "(empty: do not register)")
+    register_method: str = Field("greedy", description="which soup register_as registers")
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, methods: list[str]) -> list[str]:
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown or not methods:
+            raise ValueError(f"unknown soup methods {unknown or 'empty list'}; choose from {list(METHODS)}")
+        return methods
+
+    @field_validator("eval_workers")
+    @classmethod
+    def _workers(cls, workers: int | str) -> int | str:
+        if workers != "auto" and workers < 0:
+            raise ValueError("give 0 (in this process), a number of Ray workers, or auto")
+        return workers
+
+    @model_validator(mode="after")
+    def _registrable(self) -> "StageOptions":
+        if self.register_method not in SOUP_METHODS:
+            raise ValueError(f"register_method {self.register_method!r}: only soups can be registered, "
+                             f"one of {SOUP_METHODS}")
+        return self
+
+    def planned_methods(self) -> list[str]:
+        """The methods to run, in registry order: the chosen ones plus the soups that WiSE-FT
+        interpolates toward and the one to register (each computed once, all reported)."""
+        wanted = set(self.methods)
+        if "wiseft" in wanted:
+            wanted.update(t for t in getattr(self, "wiseft_targets", []) if t in METHODS)
+        if self.register_as:
+            wanted.add(self.register_method)
+        return [name for name in METHODS if name in wanted]
+
+
+class SoupOptions(*reversed(PARAMS), StageOptions):
+    """The stage's options and every registered method's parameters (soup.methods.spec.PARAMS)."""
+

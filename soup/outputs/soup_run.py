@@ -1,0 +1,113 @@
+"""The soup run in MLflow: comparison, traces, curves, plots, soup weights, and the registered model."""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from soup.outputs.comparison import BASELINE
+from soup.outputs.figures import id_vs_shift, wiseft_curve
+from soup.methods.options import SoupOptions
+from soup.inputs.records import KIND_SOUP, TAG_KIND, TAG_PARENT
+from soup.outputs.report import metric_name
+from soup.outputs.outcome import SoupOutcome
+from trainers.checkpoint import META
+
+SOUP_RUN_PREFIX = "soup"
+CELL_METRICS = ("top1", "macro_f1", "ece")
+
+
+def log_soup_run(client: MlflowClient, experiment_id: str, parent_run_id: str | None, outcome: SoupOutcome,
+                 options: SoupOptions, params: dict[str, str]) -> str:
+    """One MLflow run (a child of the sweep run, when there is one) holding the whole soup stage."""
+    tags = {TAG_KIND: KIND_SOUP, **({TAG_PARENT: parent_run_id} if parent_run_id else {})}
+    run = client.create_run(experiment_id, run_name=f"{SOUP_RUN_PREFIX}-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags)
+    run_id = run.info.run_id
+    try:
+        log_values(client, run_id, outcome, options, params)
+        log_tables(client, run_id, outcome)
+        log_figures(client, run_id, outcome)
+        log_soups(client, run_id, outcome, options)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def log_values(client: MlflowClient, run_id: str, outcome: SoupOutcome, options: SoupOptions,
+               params: dict[str, str]) -> None:
+    now = int(time.time() * 1000)
+    names = {r.name for r in outcome.results}
+    names |= {r["method"] for r in outcome.table if r["method"].startswith(BASELINE)}
+    metrics = [Metric(metric_name(r["method"], r["set"], m), r[m], now, 0)
+               for r in outcome.table if r["method"] in names for m in CELL_METRICS]
+    metrics += [Metric(metric_name(r["method"], r["set"], "mcnemar_p"), r["mcnemar_p"], now, 0)
+                for r in outcome.table if r["mcnemar_p"] is not None and r["method"] in names]
+    for result in outcome.results:
+        metrics += [Metric(f"{result.name}/{k}", v, now, 0) for k, v in result.metrics.items()]
+        for row in result.trace:
+            metrics += [Metric(f"{result.name}/{key}", row[value], now, row["step"])
+                        for key, value in (("heldout_after_step", "soup_heldout"), ("heldout_loss", "heldout_loss"))
+                        if value in row]
+    chosen = {k: v for k, v in options.model_dump(mode="json").items() if k != "methods"}
+    values = {"methods": ",".join(options.methods), **chosen, **params,
+              "ingredients": len(outcome.scored), "left_out": len(outcome.skipped)}
+    values.update({f"{r.name}.members": ",".join(r.members) for r in outcome.results if r.members})
+    batch = [Param(k, (v if isinstance(v, str) else json.dumps(v))[:6000]) for k, v in values.items()]
+    for start in range(0, len(metrics), 1000):  # MLflow's batch limit
+        client.log_batch(run_id, metrics=metrics[start:start + 1000], params=batch if start == 0 else [])
+    if not metrics:
+        client.log_batch(run_id, params=batch)
+
+
+def log_tables(client: MlflowClient, run_id: str, outcome: SoupOutcome) -> None:
+    client.log_table(run_id, columns(outcome.table), "comparison.json")
+    for result in outcome.results:
+        if result.trace:
+            client.log_table(run_id, columns(result.trace), f"{result.name}_trace.json")
+        for key, rows in result.tables.items():
+            if rows:
+                client.log_table(run_id, columns(rows), f"{result.name}_{key}.json")
+    client.log_dict(run_id, outcome.skipped, "left_out.json")
+    with tempfile.TemporaryDirectory(prefix="soupsweep-report-") as tmp:
+        for name, rows in (("comparison", outcome.table), ("per_class", outcome.per_class)):
+            if rows:
+                pq.write_table(pa.Table.from_pylist(rows), Path(tmp) / f"{name}.parquet")
+                client.log_artifact(run_id, str(Path(tmp) / f"{name}.parquet"))
+
+
+def log_figures(client: MlflowClient, run_id: str, outcome: SoupOutcome) -> None:
+    curves = [row for r in outcome.results for row in r.tables.get("curve", [])]
+    scatter = id_vs_shift(outcome.table, curves)
+    if scatter is not None:
+        client.log_figure(run_id, scatter, "figures/id_vs_shift.png")
+    if curves:
+        client.log_figure(run_id, wiseft_curve(curves), "figures/wiseft_curve.png")
+
+
+def log_soups(client: MlflowClient, run_id: str, outcome: SoupOutcome, options: SoupOptions) -> None:
+    """soups/<method>/ (model.safetensors + meta.json naming the ingredient runs), then the
+    registered model. The soups were written as they were made; meta.json learns the run id now."""
+    made = [r for r in outcome.results if r.weights is not None]
+    for result in made:
+        meta_file = result.weights / META
+        meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "soup_run_id": run_id},
+                                        indent=2, sort_keys=True))
+        client.log_artifacts(run_id, str(result.weights), f"soups/{result.weights.name}")
+    if options.register_as:
+        from soup.outputs.mlflow_model import register_soup  # late: defining its PythonModel makes MLflow warn
+
+        chosen = next(r for r in made if r.name == options.register_method)
+        register_soup(client, run_id, chosen.weights, options.register_as)
+
+
+def columns(rows: list[dict]) -> dict[str, list]:
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    return {key: [row.get(key) for row in rows] for key in keys}

@@ -1,0 +1,20 @@
+"""Where a path points, decided once: local paths and file:// URIs are local files; anything else
+with a scheme (s3://, gs://, ...) is remote storage, read and written through pyarrow.fs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def is_remote(uri: str) -> bool:
+    """True for s3://, gs:// and other pyarrow.fs URIs; False for local paths and file:// URIs."""
+    return "://" in uri and not uri.startswith("file://")
+
+
+def local_path(uri: str) -> Path:
+    """The local path of a local path or file:// URI."""
+    return Path(uri.removeprefix("file://"))
+
+
+def pyarrow_uri(uri: str) -> str:
+    """What pyarrow.fs.FileSystem.from_uri takes: URIs as they are, local paths made absolute."""
+    return uri if "://" in uri else str(Path(uri).resolve())
