@@ -1,6 +1,7 @@
 """Bad input fails before any training with one line that names the problem and the fix."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from soup import greedy
 from soup.ingredients import FAILED, Ingredient, write_manifest
 from soup.records import KIND_SWEEP, TAG_BASE, TAG_KIND, TAG_MANIFEST
 from sweep import run
+from sweep.demo import DEMO_DATA_DIR
 from tests.conftest import tiny_sweep_tree
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,3 +105,23 @@ def test_the_real_command_prints_no_traceback(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: --config:")
     assert "Traceback" not in done.stderr
+
+
+def run_command(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m ...` as a user runs it (this tree first on the path), from `cwd`."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env=env)
+
+
+def assert_one_line(done: subprocess.CompletedProcess, expected: str) -> None:
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and expected in errors[0], done.stderr
+
+
+def test_the_demo_checks_its_overrides_before_making_its_files(tmp_path):
+    done = run_command(["sweep.run", "--set", "optim.lrr=1"], tmp_path)
+    assert_one_line(done, "optim.lrr: unknown key")
+    assert not (tmp_path / DEMO_DATA_DIR).exists()  # no data generated, no stand-in model pretrained
