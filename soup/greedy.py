@@ -18,7 +18,7 @@ from soup.explicit import ExplicitInputs
 from soup.methods import METHODS, parse_methods
 from soup.options import DEFAULT_METHODS, SOUP_METHODS, SoupOptions
 from soup.pipeline import DEFAULT_EXPERIMENT, soup_experiment, soup_files
-from soup.records import absolute_sqlite
+from soup.records import absolute_sqlite, check_tracking_uri
 from soup.report import format_table
 from trainers.config import validate
 from trainers.errors import UserError
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     uri = absolute_sqlite(args.tracking_uri)
     try:
         options = soup_options(args)
+        check_tracking_uri(uri)
         if args.ingredients:
             result = soup_files(uri, explicit_inputs(args), validate(SoupOptions, options, "soup"),
                                 args.experiment or DEFAULT_EXPERIMENT)

@@ -18,8 +18,8 @@ from ray import tune
 
 from soup.ingredients import Ingredient, write_manifest
 from soup.pipeline import SoupRun, soup_experiment
-from soup.records import (TAG_BASE, TAG_BASE_CHECKSUM, TAG_MANIFEST, TAG_STORAGE, TAG_TRIAL_ID, find_experiment,
-                          require_sweep_run)
+from soup.records import (TAG_BASE, TAG_BASE_CHECKSUM, TAG_MANIFEST, TAG_STORAGE, TAG_TRIAL_ID, check_tracking_uri,
+                          find_experiment, require_sweep_run)
 from sweep.cluster import check_storage_writable, connect_ray, trial_concurrency
 from sweep.anytime import SoupPlateau, start_anytime_actor, stop_reason
 from sweep.config import SweepConfig
@@ -29,7 +29,7 @@ from sweep.tracking import (TAG_OFFER_ORDER, TrialRuns, close_interrupted_trials
                             require_new_sweep, trial_runs_of)
 from sweep.trial import train_run_name
 from sweep.trial import TrialSpec, run_trial
-from trainers.base import default_device, write_base_checkpoint
+from trainers.base import check_pretrained_weights, default_device, write_base_checkpoint
 from trainers.baselines import training_free_baselines
 from trainers.checkpoint import upload_checkpoint
 from trainers.data.store import check_dataset
@@ -74,6 +74,8 @@ class SweepOutcome:
 def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     """Validate and prepare, sweep with Tune + Ray Train, record the trials, make the soups."""
     check_dataset(cfg.data)  # every split, before anything is created or written
+    check_tracking_uri(cfg.mlflow.tracking_uri)
+    check_pretrained_weights(cfg.model)
     name = cfg.experiment_name()
     paths = SweepPaths(cfg.storage_path, name)
     client = MlflowClient(cfg.mlflow.tracking_uri)
@@ -105,6 +107,7 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
 def resume_sweep(tracking_uri: str, experiment: str) -> SweepOutcome:
     """Continue a sweep whose driver died: same Tune experiment, same MLflow runs; finished trials
     are not trained again, interrupted ones resume from their last checkpoint."""
+    check_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
     found = find_experiment(client, experiment)
     sweep_run = require_sweep_run(client, found)

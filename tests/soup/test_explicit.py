@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from soup.explicit import explicit_ingredients
 from soup.mlflow_model import TAG_INGREDIENTS, TAG_SOUP_RUN
 from soup.records import KIND_SOUP, TAG_KIND, TAG_PARENT
 from soup.tensorfile import read_tensors
+from tests.conftest import RunsAShell
 from trainers.checkpoint import WEIGHTS, load_weights
 from trainers.config import ModelConfig
 from trainers.data.store import read_split
@@ -129,16 +129,6 @@ def test_explicit_mode_mistakes_are_one_line_errors(weight_files, demo_data, tmp
         assert greedy.main([*args, "--tracking-uri", uri, "--device", "cpu"]) == 2, args
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and message in errors[0], (args, errors)
-
-
-class RunsAShell:
-    """Unpickling this would run a shell command: what a malicious weights file does."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
 
 
 def test_a_pickle_that_holds_code_is_refused_unread(demo_data, tmp_path, capsys):
