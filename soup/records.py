@@ -33,6 +33,8 @@ TAG_BASE_CHECKSUM = "soupsweep.base_checksum"
 TAG_TRIAL_ID = "soupsweep.trial_id"
 TAG_CHECKPOINT = "soupsweep.checkpoint"
 TAG_PARENT = "mlflow.parentRunId"
+TAG_STATUS = "soupsweep.status"  # on a trial run: running, finished, stopped, diverged or failed
+TAG_REASON = "soupsweep.reason"  # on a trial run: why it stopped, diverged or failed
 ANSWER_TIMEOUT_S = 5.0  # how long a tracking server or database may take to answer the check
 DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 NAMED_STORES = ("databricks", "databricks-uc", "uc")  # URIs that are only a scheme's name (MLflow's rule)
@@ -65,6 +67,14 @@ def require_sweep_run(client: MlflowClient, experiment: Experiment) -> Run:
         raise UserError(f"experiment {experiment.name!r} holds no soupsweep sweep run; "
                         "run `python -m sweep.run` with mlflow.experiment set to it first")
     return run
+
+
+def trial_runs(client: MlflowClient, experiment_id: str, sweep_run_id: str, status: str | None = None) -> list[Run]:
+    """The trial runs of a sweep (those with `status` only, when given)."""
+    query = f"tags.`{TAG_PARENT}` = '{sweep_run_id}' and tags.`{TAG_KIND}` = '{KIND_TRIAL}'"
+    if status:
+        query += f" and tags.`{TAG_STATUS}` = '{status}'"
+    return client.search_runs([experiment_id], query, max_results=10_000)
 
 
 def artifact_location(tracking_uri: str) -> str | None:

@@ -23,8 +23,8 @@ from sweep.anytime import BEST_SINGLE, MEMBERS, OFFERED, REPORT_KEYS, SOUP_GAIN
 from sweep.queued_writes import QueuedWrites, log_table_once
 from sweep.space import resolve_overrides
 from sweep.trial import checkpoint_uri, kept_checkpoint
-from soup.records import (artifact_location, KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_KIND, TAG_PARENT, TAG_STORAGE,
-                          TAG_TRIAL_ID, find_sweep_run)
+from soup.records import (artifact_location, KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_KIND, TAG_PARENT, TAG_REASON,
+                          TAG_STATUS, TAG_STORAGE, TAG_TRIAL_ID, find_sweep_run, trial_runs as trial_runs_of)
 from trainers import metrics as M
 from trainers.checkpoint import read_meta
 from trainers.config import TrainConfig
@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 
 # The epoch is logged too: a resumed driver reads it back to tell a finished trial from a stopped one.
 REPORTED = (M.EPOCH, M.TRAIN_LOSS, M.VAL_LOSS, M.VAL_TOP1, M.LR)
-TAG_STATUS = "soupsweep.status"
-TAG_REASON = "soupsweep.reason"
 TAG_OFFER_ORDER = "soupsweep.offer_order"  # on a trial run: when the anytime soup was offered it
 TAG_ANYTIME_MEMBERS = "soupsweep.anytime_members"  # on the sweep run: the running soup's trial ids
 TAG_ANYTIME_BEST_SINGLE = "soupsweep.anytime_best_single"  # on the sweep run: the best trial offered so far
@@ -103,14 +101,6 @@ class TrialRecord:
     reason: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     checkpoint: str = ""  # URI of the last checkpoint reported
-
-
-def trial_runs_of(client: MlflowClient, experiment_id: str, parent_run_id: str, status: str | None = None) -> list:
-    """The trial runs of a sweep (those with `status` only, when given)."""
-    query = f"tags.`{TAG_PARENT}` = '{parent_run_id}' and tags.`{TAG_KIND}` = '{KIND_TRIAL}'"
-    if status:
-        query += f" and tags.`{TAG_STATUS}` = '{status}'"
-    return client.search_runs([experiment_id], query, max_results=10_000)
 
 
 def close_interrupted_trials(client: MlflowClient, experiment_id: str, parent_run_id: str, reason: str) -> None:
