@@ -148,10 +148,16 @@ def _check_sqlite_file(uri: str) -> None:
     """The database file exists, or its nearest existing folder is a folder we can write in."""
     database = Path(make_url(uri).database or "")
     if database.exists():
-        if not database.is_file():
-            raise UserError(f"MLflow tracking URI {uri}: {database} is not a file")
+        if not database.is_file() or database.stat().st_size and not _has_sqlite_header(database):
+            raise UserError(f"MLflow tracking URI {uri}: {database} is not a sqlite database; give the "
+                            "database the sweep wrote, or a new file name")
         return
     folder = next(p for p in database.parents if p.exists())
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise UserError(f"MLflow tracking URI {uri}: cannot create {database}, {folder} is not a writable "
                         "folder; give a sqlite path in a folder you can write")
+
+
+def _has_sqlite_header(path: Path) -> bool:
+    with path.open("rb") as stream:
+        return stream.read(16) == b"SQLite format 3\x00"

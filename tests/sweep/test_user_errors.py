@@ -172,7 +172,7 @@ def test_a_tracking_uri_of_an_unknown_scheme(capsys, demo_data, tmp_path):
     assert_nothing_created(tmp_path)
 
 
-def test_a_file_store_and_an_impossible_sqlite_path(capsys, demo_data, tmp_path):
+def test_a_file_store_and_impossible_sqlite_paths(capsys, demo_data, tmp_path):
     config = write_config(tmp_path, tiny_sweep_tree(demo_data, tmp_path))
     err = one_line_error(capsys, run.main(["--config", config, "--set", f"mlflow.tracking_uri={tmp_path / 'mlruns'}"]))
     assert "is a file store, which MLflow 3 refuses: use sqlite:///" in err
@@ -181,6 +181,8 @@ def test_a_file_store_and_an_impossible_sqlite_path(capsys, demo_data, tmp_path)
     err = one_line_error(capsys, run.main(["--config", config, "--set",
                                            f"mlflow.tracking_uri=sqlite:///{blocker / 'mlflow.db'}"]))
     assert f"cannot create {blocker / 'mlflow.db'}, {blocker} is not a writable folder" in err
+    err = one_line_error(capsys, run.main(["--config", config, "--set", f"mlflow.tracking_uri=sqlite:///{blocker}"]))
+    assert f"{blocker} is not a sqlite database" in err
     assert_nothing_created(tmp_path)
 
 
