@@ -19,6 +19,7 @@ from soup.inputs.records import absolute_sqlite
 from soup.methods.options import SoupOptions
 from soup.methods.spec import DEFAULT_METHODS, METHODS, PARAMS, SOUP_METHODS, parse_methods
 from soup.pipeline import DEFAULT_EXPERIMENT, soup_experiment, soup_files
+from soup.inputs.records import check_tracking_uri
 from soup.outputs.report import format_table
 from trainers.config import validate
 from trainers.errors import UserError
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     uri = absolute_sqlite(args.tracking_uri)
     try:
         options = soup_options(args)
+        check_tracking_uri(uri)
         if args.ingredients:
             result = soup_files(uri, explicit_inputs(args), validate(SoupOptions, options, "soup"),
                                 args.experiment or DEFAULT_EXPERIMENT)

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlflow.entities import Experiment, Run
 from mlflow.tracking import MlflowClient
 
 from soup.inputs.explicit import ExplicitInputs, explicit_base, explicit_ingredients
-from soup.inputs.manifest import read_manifest
+from soup.inputs.manifest import Ingredient, ingredients_from_runs, manifest_exists, read_manifest
 from soup.methods.options import SoupOptions
 from soup.methods.spec import NEEDS_BASE
 from soup.inputs.records import TAG_BASE, TAG_MANIFEST, artifact_location, find_experiment, require_sweep_run
@@ -25,6 +26,7 @@ from soup.inputs.screening import require_usable
 from soup.make import make_soups
 from soup.outputs.outcome import SoupOutcome
 from trainers.config import validate
+from trainers.errors import UserError
 
 log = logging.getLogger(__name__)
 DEFAULT_EXPERIMENT = "soupsweep-soups"
@@ -47,16 +49,32 @@ def soup_experiment(tracking_uri: str, experiment: str, methods: list[str] | Non
     client = MlflowClient(tracking_uri)
     found = find_experiment(client, experiment)
     sweep_run = require_sweep_run(client, found)
-    tags = sweep_run.data.tags
-    ingredients = read_manifest(tags[TAG_MANIFEST])
+    ingredients, manifest = sweep_ingredients(client, found, sweep_run)
     require_usable(ingredients)  # before reading the base: a sweep that failed early may have none
     with tempfile.TemporaryDirectory(prefix="soupsweep-soup-") as tmp:
         workdir = Path(tmp)
-        base = base_from_checkpoint(tags[TAG_BASE], workdir)
+        base = base_from_checkpoint(sweep_run.data.tags[TAG_BASE], workdir)
         outcome = make_soups(ingredients, base, chosen, workdir, greedy_start=greedy_start)
         run_id = log_soup_run(client, found.experiment_id, sweep_run.info.run_id, outcome, chosen,
-                              {"manifest": tags[TAG_MANIFEST]})
+                              {"manifest": manifest})
     return SoupRun(outcome, found.experiment_id, run_id)
+
+
+def sweep_ingredients(client: MlflowClient, experiment: Experiment, sweep_run: Run) -> tuple[list[Ingredient], str]:
+    """The sweep's manifest and where it came from. A sweep that stopped before writing it (its driver
+    died) is rebuilt from what its trial runs recorded: nothing is written, its storage stays the sweep's."""
+    manifest = sweep_run.data.tags[TAG_MANIFEST]
+    if manifest_exists(manifest):
+        return read_manifest(manifest), manifest
+    ingredients = ingredients_from_runs(client, experiment.experiment_id, sweep_run.info.run_id)
+    if not ingredients:
+        raise UserError(f"the sweep of experiment {experiment.name!r} stopped before writing its manifest "
+                        f"({manifest}) and before any trial run was recorded: there is nothing to soup; run "
+                        f"`python -m sweep.run --resume {experiment.name}` or a new sweep")
+    log.warning("the sweep of experiment %r stopped before writing its manifest %s: souping what its %d trial "
+                "runs recorded (`python -m sweep.run --resume %s` finishes the sweep and writes it)",
+                experiment.name, manifest, len(ingredients), experiment.name)
+    return ingredients, f"rebuilt from the trial runs (no {manifest})"
 
 
 def soup_files(tracking_uri: str, inputs: ExplicitInputs, options: SoupOptions,

@@ -18,18 +18,18 @@ from ray import tune
 
 from soup.inputs.manifest import Ingredient, write_manifest
 from soup.pipeline import SoupRun, soup_experiment
-from soup.inputs.records import (TAG_BASE, TAG_BASE_CHECKSUM, TAG_MANIFEST, TAG_STORAGE, TAG_TRIAL_ID, find_experiment,
-                          require_sweep_run)
+from soup.inputs.records import (TAG_BASE, TAG_BASE_CHECKSUM, TAG_MANIFEST, TAG_STORAGE, TAG_TRIAL_ID,
+                                 check_tracking_uri, find_experiment, require_sweep_run, trial_runs)
 from sweep.cluster import check_storage_writable, connect_ray, trial_concurrency
 from sweep.soup_actor import SoupPlateau, start_anytime_actor, stop_reason
 from sweep.config import SweepConfig
 from sweep.manifest import collect_ingredients, final_checkpoint
 from sweep.space import param_space, scheduler, search_algorithm
 from sweep.tracking import (TAG_OFFER_ORDER, TrialRuns, close_interrupted_trials, open_sweep_run,
-                            require_new_sweep, trial_runs_of)
+                            require_new_sweep)
 from sweep.trial import train_run_name
 from sweep.trial import TrialSpec, run_trial
-from trainers.base import default_device, write_base_checkpoint
+from trainers.base import check_pretrained_weights, default_device, write_base_checkpoint
 from trainers.baselines import training_free_baselines
 from trainers.checkpoint import upload_checkpoint
 from trainers.data.store import check_dataset
@@ -75,6 +75,8 @@ class SweepOutcome:
 def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     """Validate and prepare, sweep with Tune + Ray Train, record the trials, make the soups."""
     check_dataset(cfg.data)  # every split, before anything is created or written
+    check_tracking_uri(cfg.mlflow.tracking_uri)
+    check_pretrained_weights(cfg.model)
     name = cfg.experiment_name()
     paths = SweepPaths(cfg.storage_path, name)
     client = MlflowClient(cfg.mlflow.tracking_uri)
@@ -106,6 +108,7 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
 def resume_sweep(tracking_uri: str, experiment: str) -> SweepOutcome:
     """Continue a sweep whose driver died: same Tune experiment, same MLflow runs; finished trials
     are not trained again, interrupted ones resume from their last checkpoint."""
+    check_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
     found = find_experiment(client, experiment)
     sweep_run = require_sweep_run(client, found)
@@ -161,7 +164,7 @@ def start_anytime(cfg: SweepConfig, paths: SweepPaths):
 
 def replay_offers(client: MlflowClient, experiment_id: str, sweep_run_id: str, paths: SweepPaths, anytime) -> None:
     """After a restart, offer the trials the anytime soup had seen again, in their recorded order."""
-    offered = [r for r in trial_runs_of(client, experiment_id, sweep_run_id) if TAG_OFFER_ORDER in r.data.tags]
+    offered = [r for r in trial_runs(client, experiment_id, sweep_run_id) if TAG_OFFER_ORDER in r.data.tags]
     for run in sorted(offered, key=lambda r: int(r.data.tags[TAG_OFFER_ORDER])):
         trial_id = run.data.tags[TAG_TRIAL_ID]
         checkpoint = final_checkpoint(paths.storage, train_run_name(paths.name, trial_id))

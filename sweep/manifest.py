@@ -5,12 +5,10 @@ import logging
 
 from mlflow.tracking import MlflowClient
 
-from soup.inputs.manifest import FAILED, USABLE, Ingredient
-from soup.inputs.records import TAG_TRIAL_ID
+from soup.inputs.manifest import FAILED, USABLE, Ingredient, ingredient_of_run
+from soup.inputs.records import trial_runs
 from sweep.trial import kept_checkpoint, train_run_name
-from sweep.tracking import TAG_REASON, TAG_STATUS, trial_runs_of
 from trainers.checkpoint import read_meta
-from trainers.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -19,12 +17,8 @@ def collect_ingredients(client: MlflowClient, experiment_id: str, sweep_run_id: 
                         name: str) -> list[Ingredient]:
     """One row per trial run of the sweep: status, final checkpoint, the checksum its meta.json states."""
     rows = []
-    for run in trial_runs_of(client, experiment_id, sweep_run_id):
-        tags = run.data.tags
-        row = Ingredient(tags[TAG_TRIAL_ID], tags.get(TAG_STATUS, FAILED), mlflow_run_id=run.info.run_id,
-                         reason=tags.get(TAG_REASON, "")[-500:],
-                         config=TrainConfig.from_params(run.data.params).model_dump(mode="json"),
-                         metrics=dict(run.data.metrics))
+    for run in trial_runs(client, experiment_id, sweep_run_id):
+        row = ingredient_of_run(run)
         checkpoint = final_checkpoint(storage, train_run_name(name, row.trial_id))
         if checkpoint:
             row.checkpoint = checkpoint

@@ -19,7 +19,7 @@ import yaml
 from soup.inputs.records import absolute_sqlite
 from soup.outputs.report import format_table
 from sweep.config import SweepConfig
-from sweep.demo import demo_config
+from sweep.demo import demo_tree, make_demo_files
 from sweep.driver import SweepOutcome, resume_sweep, run_sweep
 from sweep.profiles import PROFILES_DIR, load_profile
 from trainers.config import validate
@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def load_config(path: str | None, sets: list[str], cluster: str | None = None) -> SweepConfig:
     """YAML file (or the demo) + cluster profile + --set overrides, validated into a SweepConfig."""
     if path is None:
-        tree = demo_config()
+        tree = demo_tree()  # its files are made once the overrides are valid
     else:
         tree = read_config_file(path)
     overrides = parse_sets(sets)
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.print_config:
                 print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
                 return 0
+            if args.config is None:
+                make_demo_files()
             outcome = run_sweep(cfg)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -23,8 +23,8 @@ from sweep.soup_actor import BEST_SINGLE, MEMBERS, OFFERED, REPORT_KEYS, SOUP_GA
 from sweep.queued_writes import QueuedWrites, log_table_once
 from sweep.space import resolve_overrides
 from sweep.trial import checkpoint_uri, kept_checkpoint
-from soup.inputs.records import (artifact_location, KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_KIND, TAG_PARENT, TAG_STORAGE,
-                          TAG_TRIAL_ID, find_sweep_run)
+from soup.inputs.records import (artifact_location, KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_KIND, TAG_PARENT,
+                                 TAG_REASON, TAG_STATUS, TAG_STORAGE, TAG_TRIAL_ID, find_sweep_run, trial_runs)
 from trainers import metrics as M
 from trainers.checkpoint import read_meta
 from trainers.config import TrainConfig
@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 
 # The epoch is logged too: a resumed driver reads it back to tell a finished trial from a stopped one.
 REPORTED = (M.EPOCH, M.TRAIN_LOSS, M.VAL_LOSS, M.VAL_TOP1, M.LR)
-TAG_STATUS = "soupsweep.status"
-TAG_REASON = "soupsweep.reason"
 TAG_OFFER_ORDER = "soupsweep.offer_order"  # on a trial run: when the anytime soup was offered it
 TAG_ANYTIME_MEMBERS = "soupsweep.anytime_members"  # on the sweep run: the running soup's trial ids
 TAG_ANYTIME_BEST_SINGLE = "soupsweep.anytime_best_single"  # on the sweep run: the best trial offered so far
@@ -105,20 +103,12 @@ class TrialRecord:
     checkpoint: str = ""  # URI of the last checkpoint reported
 
 
-def trial_runs_of(client: MlflowClient, experiment_id: str, parent_run_id: str, status: str | None = None) -> list:
-    """The trial runs of a sweep (those with `status` only, when given): the one query for them."""
-    query = f"tags.`{TAG_PARENT}` = '{parent_run_id}' and tags.`{TAG_KIND}` = '{KIND_TRIAL}'"
-    if status:
-        query += f" and tags.`{TAG_STATUS}` = '{status}'"
-    return client.search_runs([experiment_id], query, max_results=10_000)
-
-
 def close_interrupted_trials(client: MlflowClient, experiment_id: str, parent_run_id: str, reason: str) -> None:
     """After the search: trials Tune stopped without a completion event (the time budget ran out, or
     the anytime stopping rule) are marked stopped, or finished when they had logged their last epoch;
     they remain ingredients if they left a checkpoint, and get its per-class table (read here, after
     the search: nothing waits on it)."""
-    for run in trial_runs_of(client, experiment_id, parent_run_id, RUNNING):
+    for run in trial_runs(client, experiment_id, parent_run_id, RUNNING):
         reported = run.data.tags.get(TAG_CHECKPOINT)
         if reported:
             kept = kept_or_reported(reported)  # the tag names the ingredient, not a deleted checkpoint
@@ -158,7 +148,7 @@ class TrialRuns(tune.Callback):
     def _existing_trials(self) -> dict[str, TrialRecord]:
         """Trial runs of this sweep from before a restart: a resumed trial keeps its run."""
         records = {}
-        for run in trial_runs_of(self.client, self.experiment_id, self.parent_run_id):
+        for run in trial_runs(self.client, self.experiment_id, self.parent_run_id):
             cfg = TrainConfig.from_params(run.data.params)
             records[run.data.tags[TAG_TRIAL_ID]] = TrialRecord(
                 run.info.run_id, {}, cfg.optim.epochs, run.data.tags.get(TAG_STATUS, RUNNING),

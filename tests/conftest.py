@@ -27,6 +27,16 @@ def pretrained_file(tmp_path_factory) -> str:
     return str(pretrain_demo_clip(tmp_path_factory.mktemp("weights") / "tiny.safetensors", epochs=15))
 
 
+class RunsAShell:
+    """Unpickling this would run a shell command (touch `marker`): what a malicious weights file does."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
 def data_section(paths: dict[str, str]) -> dict:
     return {"train": paths["train"], "val": paths["val"], "heldout": paths["heldout"], "test": paths["test"],
             "shift": {"sketch": paths["sketch"]}}

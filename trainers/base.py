@@ -8,20 +8,23 @@ pretrained text tower, which the text losses (FLYP, CaRFT) start from.
 from __future__ import annotations
 
 import logging
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
+import open_clip
 import torch
 from safetensors.torch import load_file, save_file
 
 from trainers.checkpoint import load_checkpoint, local_checkpoint, save_checkpoint
-from trainers.config import TrainConfig
+from trainers.config import ModelConfig, TrainConfig
 from trainers.data.store import check_dataset
 from trainers.device import resolve_device
-from trainers.errors import UserError
+from trainers.errors import UserError, refused_pickle
 from trainers.evaluate import split_features
-from trainers.model import ImageClassifier, build_classifier, state_checksum, text_tower_state, \
-    zeroshot_classifier_and_clip
+from trainers.model import ImageClassifier, build_classifier, build_clip, check_pretrained, state_checksum, \
+    text_tower_state, zeroshot_classifier_and_clip
 from trainers.tasks import TASKS, Start, fit_linear_probe
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,7 @@ TEXT_TOWER = "text_tower.safetensors"
 def write_base_checkpoint(cfg: TrainConfig, directory: str | Path, device: torch.device | None = None) -> str:
     """Check the data, build the shared initialisation (`method.init`), save it; returns the base checksum."""
     classes = check_dataset(cfg.data)
+    check_pretrained_weights(cfg.model)
     model, clip = pretrained_start(cfg, classes)
     if cfg.method.init == "lp":
         linear_probe_head(cfg, model, device or default_device())
@@ -49,6 +53,40 @@ def pretrained_start(cfg: TrainConfig, classes: list[str]) -> tuple[ImageClassif
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         return zeroshot_classifier_and_clip(cfg.model, classes)
+
+
+def check_pretrained_weights(cfg: ModelConfig) -> None:
+    """A UserError (one line) when `model.pretrained` is a file that does not load into `model.name` (another
+    architecture) or one that pickles code. Cheap: the architecture is built on the meta device (nothing
+    initialised, only the file read); anything that fails there is tried again for real, for the real error."""
+    weights = check_pretrained(cfg)
+    if weights is None:
+        return
+    with torch.random.fork_rng(devices=[]):  # a check: it leaves the random state as it was
+        try:
+            with torch.device("meta"):
+                clip = build_clip(cfg)
+            load_weights_into(clip, weights)
+        except Exception:  # noqa: BLE001 - the load on CPU below gives the error, or shows the file fits
+            load_weights_into(build_clip(cfg), weights, explain=cfg.name)
+
+
+def load_weights_into(clip: torch.nn.Module, weights: str, explain: str | None = None) -> None:
+    """open_clip's own loading (its conversions included); with `explain`, errors become one-line UserErrors."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # copying into meta tensors warns for every tensor
+            open_clip.load_checkpoint(clip, weights)
+    except Exception as err:  # noqa: BLE001 - whatever the file holds, the user is told which file and why
+        if explain is None or isinstance(err, UserError):
+            raise
+        if isinstance(err, pickle.UnpicklingError):
+            raise UserError("model.pretrained: " + (refused_pickle(weights, err) or f"{weights} is not a readable "
+                            "PyTorch file (corrupt, or pickled without torch.save)")) from None
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        detail = lines[1] if lines[0].startswith("Error(s) in loading") and len(lines) > 1 else lines[0]
+        raise UserError(f"model.pretrained: {weights} does not fit model.name {explain} ({detail[:300]}); give "
+                        f"weights of {explain}, or set model.name to the architecture they were saved from") from None
 
 
 def default_device() -> torch.device:

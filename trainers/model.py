@@ -98,8 +98,8 @@ def check_pretrained(cfg: ModelConfig) -> str | None:
 def build_clip(cfg: ModelConfig, weights: str | None = None) -> nn.Module:
     """An open_clip CLIP model of `cfg.name`, loading `weights` (a local file) when given."""
     arch = resolve_architecture(cfg.name)
-    if isinstance(arch, str):
-        return open_clip.create_model(arch, pretrained=weights)
+    if isinstance(arch, str):  # on the default device: `with torch.device("meta")` builds without any weights
+        return open_clip.create_model(arch, pretrained=weights, device=torch.get_default_device())
     model = open_clip.CLIP(**arch)
     if weights:
         open_clip.load_checkpoint(model, weights)

@@ -15,7 +15,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
 
+from soup.inputs.records import TAG_CHECKPOINT, TAG_REASON, TAG_STATUS, TAG_TRIAL_ID, trial_runs
+from trainers.config import TrainConfig
 from trainers.uris import pyarrow_uri
 
 FINISHED = "finished"  # ran all its epochs
@@ -60,3 +64,32 @@ def read_manifest(uri: str) -> list[Ingredient]:
     return [Ingredient(**{**row, "config": json.loads(row["config"]), "metrics": json.loads(row["metrics"])})
             for row in rows]
 
+
+
+def manifest_exists(uri: str) -> bool:
+    fs, path = pafs.FileSystem.from_uri(pyarrow_uri(uri))
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def ingredient_of_run(run: Run) -> Ingredient:
+    """A trial as its MLflow run records it (status, reason, config, metrics), without its checkpoint."""
+    tags = run.data.tags
+    return Ingredient(tags[TAG_TRIAL_ID], tags.get(TAG_STATUS, FAILED), mlflow_run_id=run.info.run_id,
+                      reason=tags.get(TAG_REASON, "")[-500:],
+                      config=TrainConfig.from_params(run.data.params).model_dump(mode="json"),
+                      metrics=dict(run.data.metrics))
+
+
+def ingredients_from_runs(client: MlflowClient, experiment_id: str, sweep_run_id: str) -> list[Ingredient]:
+    """The manifest rebuilt from the trial runs, for a sweep that stopped before writing it: each trial's
+    checkpoint is the last one its run recorded (the soup stage leaves out, and names, any that is gone)."""
+    rows = []
+    for run in trial_runs(client, experiment_id, sweep_run_id):
+        row = ingredient_of_run(run)
+        row.checkpoint = run.data.tags.get(TAG_CHECKPOINT, "")
+        if row.status not in (*USABLE, DIVERGED, FAILED):
+            row.reason = "had not ended when the sweep stopped (python -m sweep.run --resume finishes it)"
+        elif row.status in USABLE and not row.checkpoint:
+            row.status, row.reason = FAILED, "ended without a checkpoint"
+        rows.append(row)
+    return sorted(rows, key=lambda r: r.trial_id)

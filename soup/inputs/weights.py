@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from soup.inputs.statedict import normalise_keys
 from soup.inputs.tensorfile import TensorFile, TensorFileError
 from trainers.checkpoint import META, WEIGHTS, local_checkpoint, read_meta
 from trainers.config import ModelConfig
+from trainers.errors import refused_pickle
 from trainers.model import build_clip, zeroshot_head
 from trainers.uris import is_remote
 
@@ -80,11 +80,8 @@ def read_torch_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(err))
-        if found:
-            raise UnreadableWeights(f"{path}: refused, it pickles a {found.group(1)} object, not only tensors "
-                                    "(loaded weights-only); save the model's state_dict or safetensors") from None
-        raise UnreadableWeights(f"{path}: not a readable PyTorch file (corrupt or another format)") from None
+        message = refused_pickle(path, err) or f"{path}: not a readable PyTorch file (corrupt or another format)"
+        raise UnreadableWeights(message) from None
     except (RuntimeError, EOFError, OSError) as err:
         raise UnreadableWeights(f"{path}: not a readable PyTorch file ({type(err).__name__}: {err})") from None
     for key in WRAPPER_KEYS:

@@ -15,6 +15,7 @@ from soup.inputs.explicit import explicit_ingredients
 from soup.outputs.mlflow_model import TAG_INGREDIENTS, TAG_SOUP_RUN
 from soup.inputs.records import KIND_SOUP, TAG_KIND, TAG_PARENT
 from soup.inputs.tensorfile import read_tensors
+from tests.conftest import RunsAShell
 from trainers.checkpoint import WEIGHTS, load_weights
 from trainers.config import ModelConfig
 from trainers.data.store import read_split
@@ -65,7 +66,7 @@ def test_soup_greedy_on_state_dict_files_without_a_sweep(weight_files, demo_data
     assert "incompatible weights: head.weight shape (5, 32) != (4, 32)" in skipped["mismatched"]
     assert "not a readable PyTorch file" in skipped["corrupt"]
     assert skipped["foreign"].startswith("different initialisation: its image tower is")
-    assert "refused, it pickles a" in skipped["pickled"] and "Opaque" in skipped["pickled"]
+    assert "holds code (tests.soup.test_explicit.Opaque)" in skipped["pickled"]
     assert run.data.params["ingredients"] == "3"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"comparison.json", "comparison.parquet", "per_class.parquet", "greedy_trace.json",
@@ -128,6 +129,19 @@ def test_explicit_mode_mistakes_are_one_line_errors(weight_files, demo_data, tmp
         assert greedy.main([*args, "--tracking-uri", uri, "--device", "cpu"]) == 2, args
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and message in errors[0], (args, errors)
+
+
+def test_a_pickle_that_holds_code_is_refused_unread(demo_data, tmp_path, capsys):
+    marker = tmp_path / "the-pickle-ran"
+    shell = tmp_path / "shell.pt"
+    torch.save({"head.weight": torch.zeros(4, 32), "hook": RunsAShell(marker)}, shell)
+    code = greedy.main(["--ingredients", str(shell), "--base", str(shell), "--model", "soupsweep-tiny-vit",
+                        "--heldout", demo_data["heldout"], "--test", demo_data["test"],
+                        "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"--base: {shell} holds code (posix.system) besides tensors and was refused unread" in err
+    assert not marker.exists()
 
 
 def test_ingredient_names_come_from_the_files(tmp_path):

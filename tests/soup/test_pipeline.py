@@ -6,13 +6,17 @@ import json
 from pathlib import Path
 
 import pytest
+from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
-from soup.inputs.manifest import write_manifest
+from soup import greedy
+from soup.inputs.manifest import FINISHED, write_manifest
 from soup.outputs.mlflow_model import TAG_INGREDIENT_RUNS, TAG_REGISTERED
 from soup.pipeline import soup_experiment
-from soup.inputs.records import KIND_SOUP, KIND_SWEEP, TAG_BASE, TAG_KIND, TAG_MANIFEST, TAG_PARENT, artifact_location
+from soup.inputs.records import (KIND_SOUP, KIND_SWEEP, KIND_TRIAL, TAG_BASE, TAG_CHECKPOINT, TAG_KIND, TAG_MANIFEST,
+                          TAG_PARENT, TAG_STATUS, TAG_TRIAL_ID, artifact_location)
 from sweep.config import SoupSection
+from trainers.config import TrainConfig
 from trainers.errors import UserError
 
 
@@ -75,3 +79,49 @@ def test_a_sweep_without_usable_trials_or_base_is_a_one_line_error(soup_inputs, 
     write_manifest(manifest, soup_inputs[2])
     with pytest.raises(UserError, match="base checkpoint .*never-written cannot be read"):
         soup_experiment(uri, "broken")
+
+
+def record_trial_run(client: MlflowClient, experiment_id: str, sweep_run_id: str, trial_id: str, status: str,
+                     checkpoint: str = "") -> str:
+    """A trial run as the sweep's MLflow callback leaves it (status, last reported checkpoint, config)."""
+    tags = {TAG_KIND: KIND_TRIAL, TAG_PARENT: sweep_run_id, TAG_TRIAL_ID: trial_id, TAG_STATUS: status,
+            **({TAG_CHECKPOINT: checkpoint} if checkpoint else {})}
+    run_id = client.create_run(experiment_id, tags=tags).info.run_id
+    client.log_batch(run_id, params=[Param(k, v) for k, v in TrainConfig().to_params().items()][:100])
+    return run_id
+
+
+def test_a_sweep_that_died_before_its_manifest_is_souped_from_its_trial_runs(soup_inputs, tmp_path, capsys):
+    _, base_dir, ingredients = soup_inputs
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("died", artifact_location=artifact_location(uri))
+    manifest = str(tmp_path / "never-written" / "ingredients.parquet")
+    sweep_run_id = client.create_run(experiment_id, tags={TAG_KIND: KIND_SWEEP, TAG_BASE: base_dir,
+                                                          TAG_MANIFEST: manifest}).info.run_id
+    for ingredient in ingredients:
+        record_trial_run(client, experiment_id, sweep_run_id, ingredient.trial_id, FINISHED, ingredient.checkpoint)
+    record_trial_run(client, experiment_id, sweep_run_id, "trial9", "running", str(tmp_path / "gone"))
+    code = greedy.main(["--experiment", "died", "--tracking-uri", uri, "--methods", "best,uniform,greedy",
+                        "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "stopped before writing its manifest" in captured.err and "--resume died" in captured.err
+    (soup_run,) = [r for r in client.search_runs([experiment_id]) if r.data.tags.get(TAG_KIND) == KIND_SOUP]
+    assert soup_run.data.params["ingredients"] == "3" and soup_run.data.params["manifest"].startswith("rebuilt")
+    left_out = json.loads(Path(client.download_artifacts(soup_run.info.run_id, "left_out.json")).read_text())
+    assert "had not ended when the sweep stopped" in left_out["trial9"]
+    assert not Path(manifest).parent.exists()  # nothing written into the sweep's storage
+
+
+def test_a_sweep_that_died_before_any_trial_is_a_one_line_error(tmp_path, capsys):
+    base_dir = str(tmp_path / "base")  # never read: the stage stops before
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("died-early")
+    client.create_run(experiment_id, tags={TAG_KIND: KIND_SWEEP, TAG_BASE: base_dir,
+                                           TAG_MANIFEST: str(tmp_path / "ingredients.parquet")})
+    assert greedy.main(["--experiment", "died-early", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "stopped before writing its manifest" in err
+    assert "before any trial run was recorded: there is nothing to soup" in err

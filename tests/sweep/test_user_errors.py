@@ -1,21 +1,31 @@
 """Bad input fails before any training with one line that names the problem and the fix."""
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import open_clip
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
+from safetensors.torch import save_file
 
 from soup import greedy
 from soup.inputs.manifest import FAILED, Ingredient, write_manifest
-from soup.inputs.records import KIND_SWEEP, TAG_BASE, TAG_KIND, TAG_MANIFEST
+from soup.inputs.records import KIND_SWEEP, TAG_BASE, TAG_KIND, TAG_MANIFEST, check_tracking_uri
 from sweep import run
-from tests.conftest import tiny_sweep_tree
+from sweep.demo import DEMO_DATA_DIR
+from tests.acceptance.services import MlflowServer
+from tests.conftest import RunsAShell, tiny_sweep_tree
+from tests.sweep.test_job_submit import free_ports
+from trainers.model import SHIPPED_CONFIGS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,3 +113,111 @@ def test_the_real_command_prints_no_traceback(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: --config:")
     assert "Traceback" not in done.stderr
+
+
+def run_command(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m ...` as a user runs it (this tree first on the path), from `cwd`."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env=env)
+
+
+def assert_one_line(done: subprocess.CompletedProcess, expected: str) -> None:
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and expected in errors[0], done.stderr
+
+
+def test_the_demo_checks_its_overrides_before_making_its_files(tmp_path):
+    done = run_command(["sweep.run", "--set", "optim.lrr=1"], tmp_path)
+    assert_one_line(done, "optim.lrr: unknown key")
+    assert not (tmp_path / DEMO_DATA_DIR).exists()  # no data generated, no stand-in model pretrained
+
+
+@pytest.fixture
+def dead_uri(monkeypatch) -> str:
+    """An http tracking URI where nothing listens. MLflow's client would retry it for minutes; with its retries
+    off, code that does not check the URI first fails at once with MLflow's traceback instead of hanging."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    return f"http://127.0.0.1:{free_ports(1)[0]}"
+
+
+def assert_nothing_created(tmp_path: Path) -> None:
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "storage").exists()
+
+
+def test_a_tracking_server_that_does_not_answer(capsys, demo_data, tmp_path, dead_uri):
+    config = write_config(tmp_path, tiny_sweep_tree(demo_data, tmp_path))
+    started = time.monotonic()
+    err = one_line_error(capsys, run.main(["--config", config, "--set", f"mlflow.tracking_uri={dead_uri}"]))
+    assert f"MLflow tracking server {dead_uri} does not answer within 5 s (Connection refused)" in err
+    assert time.monotonic() - started < 60  # seconds, not MLflow's minutes of retries
+    assert_nothing_created(tmp_path)
+
+
+@pytest.mark.parametrize("command", [["--resume", "sweep-x"], ["soup.greedy", "--experiment", "sweep-x"],
+                                     ["soup.greedy", "--ingredients", "w/*.pt"]])
+def test_the_other_commands_check_the_tracking_uri_too(capsys, tmp_path, dead_uri, command):
+    main = greedy.main if command[0] == "soup.greedy" else run.main
+    err = one_line_error(capsys, main([*command[command[0] == "soup.greedy":], "--tracking-uri", dead_uri]))
+    assert f"MLflow tracking server {dead_uri} does not answer" in err
+
+
+def test_a_tracking_uri_of_an_unknown_scheme(capsys, demo_data, tmp_path):
+    config = write_config(tmp_path, tiny_sweep_tree(demo_data, tmp_path))
+    err = one_line_error(capsys, run.main(["--config", config, "--set", "mlflow.tracking_uri=mlflw://host:5000"]))
+    assert "MLflow tracking URI 'mlflw://host:5000': unknown scheme 'mlflw'; use one of" in err
+    assert "sqlite:" in err and "http:" in err
+    assert_nothing_created(tmp_path)
+
+
+def test_a_file_store_and_impossible_sqlite_paths(capsys, demo_data, tmp_path):
+    config = write_config(tmp_path, tiny_sweep_tree(demo_data, tmp_path))
+    err = one_line_error(capsys, run.main(["--config", config, "--set", f"mlflow.tracking_uri={tmp_path / 'mlruns'}"]))
+    assert "is a file store, which MLflow 3 refuses: use sqlite:///" in err
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    err = one_line_error(capsys, run.main(["--config", config, "--set",
+                                           f"mlflow.tracking_uri=sqlite:///{blocker / 'mlflow.db'}"]))
+    assert f"cannot create {blocker / 'mlflow.db'}, {blocker} is not a writable folder" in err
+    err = one_line_error(capsys, run.main(["--config", config, "--set", f"mlflow.tracking_uri=sqlite:///{blocker}"]))
+    assert f"{blocker} is not a sqlite database" in err
+    assert_nothing_created(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_running_tracking_server_passes_the_check(tmp_path):
+    server = MlflowServer(tmp_path)
+    server.start()
+    try:
+        check_tracking_uri(server.url)
+    finally:
+        server.stop()
+
+
+def other_architecture(path: Path) -> str:
+    """Weights of a CLIP like the tiny one but wider: what a user may pass for the wrong model.name."""
+    arch = json.loads((SHIPPED_CONFIGS / "soupsweep-tiny-vit.json").read_text())
+    arch["vision_cfg"]["width"] = 48
+    save_file({k: v.contiguous() for k, v in open_clip.CLIP(**arch).state_dict().items()}, str(path))
+    return str(path)
+
+
+def test_pretrained_weights_of_another_architecture(capsys, demo_data, tmp_path):
+    weights = other_architecture(tmp_path / "wider.safetensors")
+    config = write_config(tmp_path, tiny_sweep_tree(demo_data, tmp_path, weights))
+    err = one_line_error(capsys, run.main(["--config", config]))
+    assert (f"model.pretrained: {weights} does not fit model.name soupsweep-tiny-vit (size mismatch for "
+            "visual.class_embedding") in err and "set model.name to the architecture they were saved from" in err
+    assert_nothing_created(tmp_path)
+
+
+def test_pretrained_weights_that_pickle_code(capsys, demo_data, tmp_path):
+    weights = tmp_path / "shell.pt"
+    torch.save({"logit_scale": torch.zeros(()), "hook": RunsAShell(tmp_path / "it-ran")}, weights)
+    config = write_config(tmp_path, tiny_sweep_tree(demo_data, tmp_path, str(weights)))
+    err = one_line_error(capsys, run.main(["--config", config]))
+    assert f"model.pretrained: {weights} holds code (posix.system) besides tensors and was refused unread" in err
+    assert not (tmp_path / "it-ran").exists()
+    assert_nothing_created(tmp_path)
