@@ -33,6 +33,7 @@ from trainers.base import default_device, write_base_checkpoint
 from trainers.baselines import training_free_baselines
 from trainers.checkpoint import upload_checkpoint
 from trainers.data.store import check_dataset
+from trainers.errors import UserError
 
 log = logging.getLogger(__name__)
 CONFIG_ARTIFACT = "sweep_config.json"
@@ -112,13 +113,18 @@ def resume_sweep(tracking_uri: str, experiment: str) -> SweepOutcome:
         Path(client.download_artifacts(sweep_run.info.run_id, CONFIG_ARTIFACT)).read_text()))
     cfg.mlflow.tracking_uri = tracking_uri  # where the user found it now
     paths = SweepPaths(sweep_run.data.tags[TAG_STORAGE], found.name)
-    client.update_run(sweep_run.info.run_id, "RUNNING")
+    if not tune.Tuner.can_restore(paths.tune_dir):
+        raise UserError(f"--resume {experiment}: the sweep's Tune folder {paths.tune_dir} is gone or holds no "
+                        "Tune experiment, so there is nothing to continue; run a new sweep (another "
+                        "mlflow.experiment), or redo its soup with python -m soup.greedy")
     with connect_ray():
         anytime = start_anytime(cfg, paths)
         if anytime is not None:
             replay_offers(client, found.experiment_id, sweep_run.info.run_id, paths, anytime)
         tuner = tune.Tuner.restore(paths.tune_dir, trainable(cfg, paths), resume_unfinished=True,
                                    resume_errored=True)
+        # only now: a resume that fails before this leaves the sweep run as it was (KILLED, FAILED)
+        client.update_run(sweep_run.info.run_id, "RUNNING")
         return finish(cfg, client, found.experiment_id, sweep_run.info.run_id, paths, tuner, anytime)
 
 
