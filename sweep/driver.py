@@ -24,6 +24,7 @@ from sweep.cluster import check_storage_writable, connect_ray, trial_concurrency
 from sweep.anytime import SoupPlateau, start_anytime_actor, stop_reason
 from sweep.config import SweepConfig
 from sweep.manifest import collect_ingredients, final_checkpoint
+from sweep.recovery import backfill_checkpoint_epochs, remove_orphan_checkpoints
 from sweep.space import param_space, scheduler, search_algorithm
 from sweep.tracking import (TAG_OFFER_ORDER, TrialRuns, close_interrupted_trials, open_sweep_run,
                             require_new_sweep, trial_runs_of)
@@ -118,6 +119,8 @@ def resume_sweep(tracking_uri: str, experiment: str) -> SweepOutcome:
                         "Tune experiment, so there is nothing to continue; run a new sweep (another "
                         "mlflow.experiment), or redo its soup with python -m soup.greedy")
     with connect_ray():
+        backfill_checkpoint_epochs(client, found.experiment_id, sweep_run.info.run_id, paths.storage, paths.name)
+        remove_orphan_checkpoints(paths.storage, paths.name)
         anytime = start_anytime(cfg, paths)
         if anytime is not None:
             replay_offers(client, found.experiment_id, sweep_run.info.run_id, paths, anytime)
