@@ -25,6 +25,7 @@ from sweep.anytime import SoupPlateau, start_anytime_actor, stop_reason
 from sweep.config import SweepConfig
 from sweep.manifest import collect_ingredients, final_checkpoint
 from sweep.recovery import backfill_checkpoint_epochs, remove_orphan_checkpoints
+from sweep.storage_faults import retry_write
 from sweep.space import param_space, scheduler, search_algorithm
 from sweep.tracking import (TAG_OFFER_ORDER, TrialRuns, close_interrupted_trials, open_sweep_run,
                             require_new_sweep, trial_runs_of)
@@ -143,7 +144,9 @@ def finish(cfg: SweepConfig, client: MlflowClient, experiment_id: str, sweep_run
         close_interrupted_trials(client, experiment_id, sweep_run_id,
                                  reason or "stopped early when the search ended (search.time_budget_s)")
         ingredients = collect_ingredients(client, experiment_id, sweep_run_id, paths.storage, paths.name)
-        write_manifest(paths.manifest, ingredients)
+        retry_write(lambda: write_manifest(paths.manifest, ingredients), paths.manifest, paths.sidecar,
+                    cfg.resources.storage_patience_s,
+                    f"python -m sweep.run --resume {paths.name} --tracking-uri {cfg.mlflow.tracking_uri}")
         soup = soup_experiment(cfg.mlflow.tracking_uri, experiment_id, **soup_options(cfg, summary))
     except BaseException:
         client.set_terminated(sweep_run_id, "FAILED")
@@ -197,7 +200,7 @@ def trainable(cfg: SweepConfig, paths: SweepPaths):
     spec = TrialSpec(base_config=cfg.train_config().model_dump(mode="json"), base_dir=paths.base,
                      storage_path=cfg.storage_path, experiment=paths.name, workers=res.workers,
                      cpus_per_worker=res.cpus_per_worker, gpus_per_worker=res.gpus_per_worker,
-                     max_failures=res.max_failures, anytime=cfg.anytime.enabled, objective=cfg.search.objective)
+                     max_failures=res.max_failures, storage_patience_s=res.storage_patience_s, anytime=cfg.anytime.enabled, objective=cfg.search.objective)
     return tune.with_resources(tune.with_parameters(run_trial, spec=spec), {"cpu": res.driver_cpus})
 
 

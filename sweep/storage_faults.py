@@ -64,18 +64,20 @@ def storage_failure(err: TrainingFailedError) -> OSError | None:
 
 def fit_through_storage_faults(fit: Callable[[], T], run_folder: str, patience_s: float) -> T:
     """`fit()` (a Ray Train fit), fitted again from its last checkpoint while its run folder recovers
-    from being unwritable; raises the real reason once it stays unwritable for `patience_s`."""
+    from being unwritable, for `patience_s` in all from the first such failure; then raises the reason."""
+    deadline = None
     while True:
         try:
             return fit()
         except TrainingFailedError as err:
-            problem = probe_write(run_folder)
-            cause = storage_failure(err)
+            problem, cause = probe_write(run_folder), storage_failure(err)
             if problem is None and cause is None:
                 raise  # not the storage: Train's own retries (max_failures) were spent on it
-            log.warning("Train run %s failed because its storage is not writable (%s); waiting up to %.0f s "
-                        "for it, then resuming from its last checkpoint", run_folder, problem or cause, patience_s)
-            problem = wait_until_writable(run_folder, patience_s)
+            deadline = deadline or time.monotonic() + patience_s
+            log.warning("Train run %s failed: its storage is not writable (%s); waiting for it, then resuming "
+                        "from its last checkpoint", run_folder, problem or f"{type(cause).__name__}: {cause}")
+            problem = wait_until_writable(run_folder, max(0.0, deadline - time.monotonic())) or (
+                None if time.monotonic() < deadline else problem or f"{type(cause).__name__}: {cause}")
             if problem is not None:
                 raise StorageUnwritable(f"storage: the trial could not write to {run_folder} for {patience_s:.0f} "
                                         f"s ({problem}); its last checkpoint is kept") from err

@@ -16,6 +16,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from sweep.anytime import SOUP_GAIN, offer_to_soup
 from sweep.space import resolve_overrides
+from sweep.storage_faults import fit_through_storage_faults
 from sweep.worker import train_worker
 from trainers import metrics as M
 from trainers.config import TrainConfig
@@ -31,6 +32,7 @@ class TrialSpec:
     cpus_per_worker: float
     gpus_per_worker: float
     max_failures: int
+    storage_patience_s: float = 600.0  # resources.storage_patience_s
     anytime: bool = False  # offer the final checkpoint to the sweep's anytime soup
     objective: str = "val_top1"  # search.objective
 
@@ -58,7 +60,8 @@ def run_trial(overrides: dict[str, Any], spec: TrialSpec) -> None:
             failure_config=FailureConfig(max_failures=spec.max_failures),
         ),
     )
-    result = trainer.fit()
+    run_folder = f"{spec.storage_path}/{train_run_name(spec.experiment, trial_id)}"
+    result = fit_through_storage_faults(trainer.fit, run_folder, spec.storage_patience_s)
     if spec.anytime:
         tune.report(soup_result(spec, trial_id, cfg, result))
 
