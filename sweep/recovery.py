@@ -12,22 +12,19 @@ README's reliability paragraph).
 from __future__ import annotations
 
 import logging
-import posixpath
 import time
 
 import pyarrow.fs as pafs
-import ray.train
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from soup.records import TAG_CHECKPOINT, TAG_TRIAL_ID
 from sweep.tracking import REPORTED, trial_runs_of
-from sweep.trial import checkpoint_uri, kept_checkpoint, train_run_name
+from sweep.trial import checkpoint_uri, kept_checkpoint, remove_unkept_checkpoints, train_run_name
 from trainers import metrics as M
 from trainers.checkpoint import read_meta
 
 log = logging.getLogger(__name__)
-CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train's checkpoint folders (checkpoint_<time>)
 
 
 def backfill_checkpoint_epochs(client: MlflowClient, experiment_id: str, sweep_run_id: str, storage: str,
@@ -54,38 +51,13 @@ def backfill_checkpoint_epochs(client: MlflowClient, experiment_id: str, sweep_r
     return logged
 
 
-def kept_checkpoints(run_folder: str) -> list[str]:
-    """Paths (without scheme) of the checkpoints Ray Train's snapshot keeps for a run; [] when the
-    run has no snapshot (nothing kept yet) or it cannot be read."""
-    try:
-        result = ray.train.Result.from_path(run_folder)
-    except Exception:
-        return []
-    paths = [checkpoint.path for checkpoint, _ in result.best_checkpoints or []]
-    if result.checkpoint and result.checkpoint.path not in paths:
-        paths.append(result.checkpoint.path)
-    return paths
-
-
 def remove_orphan_checkpoints(storage: str, experiment: str) -> list[str]:
     """Delete the checkpoint folders of the sweep's Train runs that Ray Train's snapshot does not keep
     (written by workers of a killed driver after their controller died, or left half-uploaded): Train
-    would have deleted them (num_to_keep) or never registered them. A run whose snapshot cannot be
-    read is left alone. Returns the folders deleted."""
+    would have deleted them (num_to_keep) or never registered them. Returns the folders deleted."""
     fs, root = pafs.FileSystem.from_uri(storage if "://" in storage else f"file://{storage}")
     removed = []
     for run in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
-        if run.type != pafs.FileType.Directory or not run.base_name.startswith(f"{experiment}-train-"):
-            continue
-        kept = {posixpath.basename(p.rstrip("/")) for p in kept_checkpoints(checkpoint_uri(storage, run.path))}
-        if not kept:
-            continue
-        for entry in fs.get_file_info(pafs.FileSelector(run.path)):
-            if (entry.type == pafs.FileType.Directory and entry.base_name.startswith(CHECKPOINT_PREFIX)
-                    and entry.base_name not in kept):
-                fs.delete_dir(entry.path)
-                removed.append(checkpoint_uri(storage, entry.path))
-    if removed:
-        log.info("removed %d checkpoints that Ray Train does not keep (written after the driver died): %s",
-                 len(removed), ", ".join(removed))
+        if run.type == pafs.FileType.Directory and run.base_name.startswith(f"{experiment}-train-"):
+            removed += remove_unkept_checkpoints(checkpoint_uri(storage, run.path))
     return removed

@@ -62,9 +62,11 @@ def storage_failure(err: TrainingFailedError) -> OSError | None:
     return next((c for c in causes if isinstance(c, OSError)), None)
 
 
-def fit_through_storage_faults(fit: Callable[[], T], run_folder: str, patience_s: float) -> T:
+def fit_through_storage_faults(fit: Callable[[], T], run_folder: str, patience_s: float,
+                               before_retry: Callable[[], object] = lambda: None) -> T:
     """`fit()` (a Ray Train fit), fitted again from its last checkpoint while its run folder recovers
-    from being unwritable, for `patience_s` in all from the first such failure; then raises the reason."""
+    from being unwritable, for `patience_s` in all from the first such failure; then raises the reason.
+    `before_retry` runs once the folder is writable again (it tidies what the failed fit left)."""
     deadline = None
     while True:
         try:
@@ -82,3 +84,4 @@ def fit_through_storage_faults(fit: Callable[[], T], run_folder: str, patience_s
                 raise StorageUnwritable(f"storage: the trial could not write to {run_folder} for {patience_s:.0f} "
                                         f"s ({problem}); its last checkpoint is kept") from err
             log.warning("storage %s is writable again: resuming the Train run from its last checkpoint", run_folder)
+            before_retry()

@@ -64,6 +64,8 @@ def test_trial_storage_unwritable_for_a_while_is_waited_for(demo_data, tmp_path)
     for run in runs:
         assert epochs_logged(uri, run.info.run_id) == [1, 2, 3, 4]
     assert soup_runs(uri)  # the soup was made
+    for folder in glob.glob(f"{tmp_path}/storage/tiny-sweep-train-*"):  # the failed upload was not left behind
+        assert len(glob.glob(f"{folder}/checkpoint_*/")) == 1, sorted(Path(folder).iterdir())
 
 
 def soup_runs(uri: str) -> list:
