@@ -200,7 +200,8 @@ def trainable(cfg: SweepConfig, paths: SweepPaths):
     spec = TrialSpec(base_config=cfg.train_config().model_dump(mode="json"), base_dir=paths.base,
                      storage_path=cfg.storage_path, experiment=paths.name, workers=res.workers,
                      cpus_per_worker=res.cpus_per_worker, gpus_per_worker=res.gpus_per_worker,
-                     max_failures=res.max_failures, storage_patience_s=res.storage_patience_s, anytime=cfg.anytime.enabled, objective=cfg.search.objective)
+                     max_failures=res.max_failures, storage_patience_s=res.storage_patience_s,
+                     anytime=cfg.anytime.enabled, objective=cfg.search.objective)
     return tune.with_resources(tune.with_parameters(run_trial, spec=spec), {"cpu": res.driver_cpus})
 
 
