@@ -1,13 +1,14 @@
 """What a resumed sweep repairs before Tune continues: the epochs a killed driver never logged, and
 the checkpoints its orphaned Train workers wrote after it died.
 
-Why backfill from checkpoints rather than persist the queued MLflow writes: the epoch a killed driver
-loses is the one in flight, whose result may never have reached the driver at all (killed between
-Ray Train registering the checkpoint and Tune's callback), so no journal of the driver's writes could
-hold it. But Ray Train registers an epoch's checkpoint together with its metrics, the resumed trial
-continues after it, and its meta.json holds exactly those metrics. Epochs before it were logged when
-they happened, unless MLflow was down at the same time as the driver died (not repaired: see the
-README's reliability paragraph).
+Why backfill from checkpoints rather than persist the queued MLflow writes: the epochs a killed driver
+loses are those in flight, whose results may never have reached the driver at all (killed between
+Ray Train registering a checkpoint and Tune's callback; Train's controller may even register more
+after the driver died), so no journal of the driver's writes could hold them. But Ray Train
+registers an epoch's checkpoint together with its metrics, the resumed trial continues after the
+last one it kept, and that checkpoint's meta.json holds the metrics of every epoch up to it
+(`history`). So every epoch is logged once: those up to the kept checkpoint from it, the rest when
+they are trained again.
 """
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ log = logging.getLogger(__name__)
 
 def backfill_checkpoint_epochs(client: MlflowClient, experiment_id: str, sweep_run_id: str, storage: str,
                                experiment: str) -> int:
-    """Log, for every trial run, the metrics of the checkpoint Ray Train kept last if that epoch is
-    missing from the run; returns how many epochs were logged."""
+    """Log, for every trial run, the epochs missing from it among those of the checkpoint Ray Train kept
+    last (its meta.json's history; its own metrics for a checkpoint written before there was one);
+    returns how many runs got epochs."""
     logged = 0
     for run in trial_runs_of(client, experiment_id, sweep_run_id):
         run_folder = f"{storage}/{train_run_name(experiment, run.data.tags[TAG_TRIAL_ID])}"
@@ -39,14 +41,15 @@ def backfill_checkpoint_epochs(client: MlflowClient, experiment_id: str, sweep_r
             continue
         meta = read_meta(latest)
         epochs = {m.step for m in client.get_metric_history(run.info.run_id, M.EPOCH)}
-        if meta["epoch"] in epochs:
+        missing = [h for h in meta.get("history", [meta["metrics"]]) if int(h[M.EPOCH]) not in epochs]
+        if not missing:
             continue
         now = int(time.time() * 1000)
-        values = {M.EPOCH: float(meta["epoch"]), **{k: float(v) for k, v in meta["metrics"].items() if k in REPORTED}}
-        client.log_batch(run.info.run_id, metrics=[Metric(k, v, now, int(meta["epoch"])) for k, v in values.items()])
+        client.log_batch(run.info.run_id, metrics=[Metric(k, float(v), now, int(h[M.EPOCH]))
+                                                   for h in missing for k, v in h.items() if k in REPORTED])
         client.set_tag(run.info.run_id, TAG_CHECKPOINT, latest)
-        log.info("trial run %s: logged epoch %d from its checkpoint %s (the killed driver had not logged it)",
-                 run.info.run_id, meta["epoch"], latest)
+        log.info("trial run %s: logged epochs %s from its checkpoint %s (the killed driver had not logged them)",
+                 run.info.run_id, [int(h[M.EPOCH]) for h in missing], latest)
         logged += 1
     return logged
 

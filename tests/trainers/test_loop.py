@@ -8,7 +8,7 @@ import pytest
 from tests.conftest import data_section
 from trainers import metrics as M
 from trainers.base import write_base_checkpoint
-from trainers.checkpoint import load_checkpoint
+from trainers.checkpoint import load_checkpoint, read_meta
 from trainers.config import TrainConfig
 from trainers.errors import UserError
 from trainers.loop import RunContext, fit
@@ -53,8 +53,10 @@ def test_resume_continues_from_the_checkpoint_epoch(random_base, tmp_path):
         base_dir=base_dir, report=lambda m, d: m[M.EPOCH] == 2 and shutil.copytree(d, tmp_path / "e2")))
     epochs = []
     fit(cfg, RunContext(base_dir=base_dir, resume_dir=str(tmp_path / "e2"),
-                        report=lambda m, d: epochs.append(m[M.EPOCH])))
+                        report=lambda m, d: epochs.append(m[M.EPOCH]) or shutil.copytree(d, tmp_path / "e3")))
     assert epochs == [3]
+    # every epoch's metrics, the ones before the resume included: a resumed sweep logs what it missed
+    assert [h[M.EPOCH] for h in read_meta(tmp_path / "e3")["history"]] == [1, 2, 3]
 
 
 def test_batch_larger_than_the_data_is_a_user_error(random_base):
