@@ -114,6 +114,8 @@ class ResourcesConfig(Section):
     cpus_per_worker: float = Field(1, gt=0, description="CPUs per worker (fractions allowed)")
     driver_cpus: float = Field(0.5, gt=0, description="CPUs for each trial's driver (the Tune function)")
     max_failures: int = Field(1, ge=0, description="worker-group restarts per trial, resuming from its checkpoint")
+    storage_patience_s: float = Field(600, ge=0, description="how long a trial, and the driver, wait for "
+                                      "storage that cannot be written, retrying with back-off")
 
     def per_trial(self) -> dict[str, float]:
         return {"CPU": self.driver_cpus + self.workers * self.cpus_per_worker,

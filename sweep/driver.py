@@ -24,6 +24,8 @@ from sweep.cluster import check_storage_writable, connect_ray, trial_concurrency
 from sweep.soup_actor import SoupPlateau, start_anytime_actor, stop_reason
 from sweep.config import SweepConfig
 from sweep.manifest import collect_ingredients, final_checkpoint
+from sweep.recovery import backfill_checkpoint_epochs, remove_orphan_checkpoints
+from sweep.storage_faults import retry_write
 from sweep.space import param_space, scheduler, search_algorithm
 from sweep.tracking import (TAG_OFFER_ORDER, TrialRuns, close_interrupted_trials, open_sweep_run,
                             require_new_sweep)
@@ -33,6 +35,7 @@ from trainers.base import check_pretrained_weights, default_device, write_base_c
 from trainers.baselines import training_free_baselines
 from trainers.checkpoint import upload_checkpoint
 from trainers.data.store import check_dataset
+from trainers.errors import UserError
 from trainers.uris import is_remote, local_path
 
 log = logging.getLogger(__name__)
@@ -116,13 +119,20 @@ def resume_sweep(tracking_uri: str, experiment: str) -> SweepOutcome:
         Path(client.download_artifacts(sweep_run.info.run_id, CONFIG_ARTIFACT)).read_text()))
     cfg.mlflow.tracking_uri = tracking_uri  # where the user found it now
     paths = SweepPaths(sweep_run.data.tags[TAG_STORAGE], found.name)
-    client.update_run(sweep_run.info.run_id, "RUNNING")
+    if not tune.Tuner.can_restore(paths.tune_dir):
+        raise UserError(f"--resume {experiment}: the sweep's Tune folder {paths.tune_dir} is gone or holds no "
+                        "Tune experiment, so there is nothing to continue; run a new sweep (another "
+                        "mlflow.experiment), or redo its soup with python -m soup.greedy")
     with connect_ray():
+        backfill_checkpoint_epochs(client, found.experiment_id, sweep_run.info.run_id, paths.storage, paths.name)
+        remove_orphan_checkpoints(paths.storage, paths.name)
         anytime = start_anytime(cfg, paths)
         if anytime is not None:
             replay_offers(client, found.experiment_id, sweep_run.info.run_id, paths, anytime)
         tuner = tune.Tuner.restore(paths.tune_dir, trainable(cfg, paths), resume_unfinished=True,
                                    resume_errored=True)
+        # only now: a resume that fails before this leaves the sweep run as it was (KILLED, FAILED)
+        client.update_run(sweep_run.info.run_id, "RUNNING")
         return finish(cfg, client, found.experiment_id, sweep_run.info.run_id, paths, tuner, anytime)
 
 
@@ -138,7 +148,9 @@ def finish(cfg: SweepConfig, client: MlflowClient, experiment_id: str, sweep_run
         close_interrupted_trials(client, experiment_id, sweep_run_id,
                                  reason or "stopped early when the search ended (search.time_budget_s)")
         ingredients = collect_ingredients(client, experiment_id, sweep_run_id, paths.storage, paths.name)
-        write_manifest(paths.manifest, ingredients)
+        retry_write(lambda: write_manifest(paths.manifest, ingredients), paths.manifest, paths.sidecar,
+                    cfg.resources.storage_patience_s,
+                    f"python -m sweep.run --resume {paths.name} --tracking-uri {cfg.mlflow.tracking_uri}")
         soup = soup_experiment(cfg.mlflow.tracking_uri, experiment_id, **soup_options(cfg, summary))
     except BaseException:
         client.set_terminated(sweep_run_id, "FAILED")
@@ -192,7 +204,8 @@ def trainable(cfg: SweepConfig, paths: SweepPaths):
     spec = TrialSpec(base_config=cfg.train_config().model_dump(mode="json"), base_dir=paths.base,
                      storage_path=cfg.storage_path, experiment=paths.name, workers=res.workers,
                      cpus_per_worker=res.cpus_per_worker, gpus_per_worker=res.gpus_per_worker,
-                     max_failures=res.max_failures, anytime=cfg.anytime.enabled, objective=cfg.search.objective)
+                     max_failures=res.max_failures, storage_patience_s=res.storage_patience_s,
+                     anytime=cfg.anytime.enabled, objective=cfg.search.objective)
     return tune.with_resources(tune.with_parameters(run_trial, spec=spec), {"cpu": res.driver_cpus})
 
 

@@ -12,6 +12,7 @@ import posixpath
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param
@@ -123,6 +124,19 @@ def close_interrupted_trials(client: MlflowClient, experiment_id: str, parent_ru
         client.set_terminated(run.info.run_id, MLFLOW_STATUS[status])
 
 
+def trial_error_text(trial) -> str:
+    """Tune's error text of a failed trial: read from the storage, else from the driver's own copy (the
+    storage may be what failed), else NO_ERROR_TEXT."""
+    try:
+        text = trial.get_error()
+    except OSError:
+        text = None
+    local = trial.error_file  # in the driver's staging folder, written before the storage copy
+    if not text and local and Path(local).is_file():
+        text = Path(local).read_text()
+    return text or NO_ERROR_TEXT
+
+
 class TrialRuns(tune.Callback):
     """Tune callback: one MLflow child run per trial, in the driver process."""
 
@@ -209,7 +223,7 @@ class TrialRuns(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         record = self.trials.get(trial.trial_id)
         if record is not None:
-            self._close(record, FAILED, (trial.get_error() or NO_ERROR_TEXT)[-2000:])
+            self._close(record, FAILED, trial_error_text(trial)[-2000:])
 
     def on_experiment_end(self, trials, **info):
         """Tune is done (or stopped): write what an MLflow outage held back before the driver goes on."""

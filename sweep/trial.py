@@ -5,9 +5,12 @@ in a TrialSpec (a Ray worker is a fresh process, so nothing is read from module 
 """
 from __future__ import annotations
 
+import logging
+import posixpath
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow.fs as pafs
 import ray.train
 from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -16,9 +19,14 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from sweep.soup_actor import SOUP_GAIN, offer_to_soup
 from sweep.space import resolve_overrides
+from sweep.storage_faults import fit_through_storage_faults
 from sweep.worker import train_worker
 from trainers import metrics as M
 from trainers.config import TrainConfig
+
+log = logging.getLogger(__name__)
+CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train's checkpoint folders: checkpoint_<time>
+SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of the checkpoints it keeps
 
 
 @dataclass
@@ -31,6 +39,7 @@ class TrialSpec:
     cpus_per_worker: float
     gpus_per_worker: float
     max_failures: int
+    storage_patience_s: float = 600.0  # resources.storage_patience_s
     anytime: bool = False  # offer the final checkpoint to the sweep's anytime soup
     objective: str = "val_top1"  # search.objective
 
@@ -58,7 +67,9 @@ def run_trial(overrides: dict[str, Any], spec: TrialSpec) -> None:
             failure_config=FailureConfig(max_failures=spec.max_failures),
         ),
     )
-    result = trainer.fit()
+    run_folder = f"{spec.storage_path}/{train_run_name(spec.experiment, trial_id)}"
+    result = fit_through_storage_faults(trainer.fit, run_folder, spec.storage_patience_s,
+                                        before_retry=lambda: remove_unkept_checkpoints(run_folder))
     if spec.anytime:
         tune.report(soup_result(spec, trial_id, cfg, result))
 
@@ -86,6 +97,39 @@ def kept_checkpoint(run_folder: str) -> str | None:
     except Exception:  # no run folder, or no snapshot in it
         return None
     return checkpoint_uri(run_folder, result.checkpoint.path) if result.checkpoint else None
+
+
+def kept_checkpoint_names(fs: pafs.FileSystem, path: str, run_folder: str) -> set[str] | None:
+    """Folder names of the checkpoints Ray Train's snapshot keeps for a run (at `path` in `fs`; URI
+    `run_folder`): empty when it has no snapshot (Train has registered none), None when the snapshot
+    cannot be read."""
+    if fs.get_file_info(f"{path}/{SNAPSHOT}").type == pafs.FileType.NotFound:
+        return set()
+    try:
+        result = ray.train.Result.from_path(run_folder)
+    except Exception:
+        return None
+    kept = [checkpoint for checkpoint, _ in result.best_checkpoints or []] + [result.checkpoint]
+    return {posixpath.basename(c.path.rstrip("/")) for c in kept if c is not None}
+
+
+def remove_unkept_checkpoints(run_folder: str) -> list[str]:
+    """Delete the checkpoint folders of a Train run (a URI) that its snapshot does not keep: uploaded
+    but never registered (the controller died, or its own write failed), or left for num_to_keep to
+    delete. A run whose snapshot cannot be read is left alone. Returns the URIs deleted."""
+    fs, path = pafs.FileSystem.from_uri(run_folder if "://" in run_folder else f"file://{run_folder}")
+    kept = kept_checkpoint_names(fs, path, run_folder)
+    if kept is None:
+        return []
+    removed = []
+    for entry in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
+        if (entry.type == pafs.FileType.Directory and entry.base_name.startswith(CHECKPOINT_PREFIX)
+                and entry.base_name not in kept):
+            fs.delete_dir(entry.path)
+            removed.append(checkpoint_uri(run_folder, entry.path))
+    if removed:
+        log.info("removed %d checkpoints that Ray Train does not keep: %s", len(removed), ", ".join(removed))
+    return removed
 
 
 class ReportToTune(TuneReportCallback):

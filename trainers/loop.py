@@ -20,7 +20,7 @@ from torch import nn
 from trainers import metrics as M
 from trainers.augment import mix, soft_targets
 from trainers.base import load_start
-from trainers.checkpoint import load_checkpoint, load_train_state, save_checkpoint
+from trainers.checkpoint import load_checkpoint, load_train_state, read_meta, save_checkpoint
 from trainers.config import TrainConfig
 from trainers.data.cache import CachedSet, load_eval_set
 from trainers.data.loader import TrainLoader
@@ -72,6 +72,9 @@ def fit(cfg: TrainConfig, ctx: RunContext) -> FitResult:
     runner = wrap_ddp(compile_for_training(task.module, cfg.model.compile), ctx.device)
     stepper = Stepper(task.module, runner, cfg.optim, cfg.precision, ctx.device, steps_per_epoch * cfg.optim.epochs)
     start_epoch = _resume(ctx.resume_dir, task, stepper)
+    # every epoch's metrics so far, in each checkpoint's meta.json: a resumed sweep logs from it what a
+    # killed driver never did (sweep.recovery)
+    history: list[dict[str, float]] = read_meta(ctx.resume_dir).get("history", []) if ctx.resume_dir else []
     last: dict[str, float] = {}
     for epoch in range(start_epoch, cfg.optim.epochs):
         train_loss = train_epoch(stepper, task, train_data, cfg, epoch, ctx.device)
@@ -86,8 +89,9 @@ def fit(cfg: TrainConfig, ctx: RunContext) -> FitResult:
         model = task.classifier(stepper.evaluated_module())
         stats = evaluate_shard(model, val_set, cfg.precision, ctx.device)
         last.update(stats.summary("val"))
+        history.append(dict(last))
         _checkpoint_and_report(ctx, cfg, base_meta, task, stepper, last,
-                               {"val": stats.per_class_table(start.classes)})
+                               {"val": stats.per_class_table(start.classes)}, history)
     return FitResult(model, last)
 
 
@@ -130,7 +134,8 @@ def _resume(resume_dir: str | None, task: Task, stepper: Stepper) -> int:
 
 
 def _checkpoint_and_report(ctx: RunContext, cfg: TrainConfig, base_meta: dict[str, Any], task: Task,
-                           stepper: Stepper, metrics: dict[str, float], per_class: dict[str, dict]) -> None:
+                           stepper: Stepper, metrics: dict[str, float], per_class: dict[str, dict],
+                           history: list[dict[str, float]]) -> None:
     """Rank 0 writes a checkpoint to a temp dir and reports it; other ranks report metrics only."""
     rank, _ = rank_and_world()
     if rank != 0:
@@ -140,7 +145,7 @@ def _checkpoint_and_report(ctx: RunContext, cfg: TrainConfig, base_meta: dict[st
     try:
         meta = {"config": cfg.model_dump(mode="json"), "base_checksum": base_meta["base_checksum"],
                 "head_init": base_meta.get("head_init", ""), "metrics": metrics, "epoch": metrics[M.EPOCH],
-                "step": metrics[M.STEP], "trial_id": ctx.trial_id, "per_class": per_class}
+                "step": metrics[M.STEP], "trial_id": ctx.trial_id, "per_class": per_class, "history": history}
         train_state = stepper.state_dict()
         if stepper.average is not None or task.trains_more_than_classifier:
             train_state["module"] = stepper.module.state_dict()

@@ -43,12 +43,12 @@ def finish(process: subprocess.Popen, log: Path, timeout: float = 600) -> str:
 
 
 def wait_for(condition: Callable[[], bool], what: str, process: subprocess.Popen, log: Path,
-             timeout: float = 300) -> None:
+             timeout: float = 300, interval_s: float = 1.0) -> None:
     deadline = time.time() + timeout
     while not condition():
         assert process.poll() is None, f"sweep ended while waiting for {what}:\n{log.read_text()[-4000:]}"
         assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(1)
+        time.sleep(interval_s)
 
 
 def trial_runs(tracking_uri: str, experiment: str) -> list:

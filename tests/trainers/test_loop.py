@@ -10,7 +10,7 @@ import torch
 from tests.conftest import data_section
 from trainers import metrics as M
 from trainers.base import write_base_checkpoint
-from trainers.checkpoint import load_checkpoint, load_weights
+from trainers.checkpoint import load_checkpoint, load_weights, read_meta
 from trainers.config import TrainConfig
 from trainers.errors import UserError
 from trainers.loop import RunContext, fit
@@ -67,6 +67,8 @@ def test_resume_continues_from_the_checkpoint_epoch(random_base, tmp_path):
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     assert not torch.equal(straight["head.weight"], load_weights(tmp_path / "e2")["head.weight"])  # it trained
+    # every epoch's metrics, the ones before the resume included: a resumed sweep logs what it missed
+    assert [h[M.EPOCH] for h in read_meta(tmp_path / "resumed")["history"]] == [1, 2, 3]
 
 
 def test_batch_larger_than_the_data_is_a_user_error(random_base):
