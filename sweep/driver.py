@@ -29,6 +29,7 @@ from sweep.tracking import (TAG_OFFER_ORDER, TrialRuns, close_interrupted_trials
                             require_new_sweep, trial_runs_of)
 from sweep.trial import train_run_name
 from sweep.trial import TrialSpec, run_trial
+from trainers.architectures import check_model_name
 from trainers.base import default_device, write_base_checkpoint
 from trainers.baselines import training_free_baselines
 from trainers.checkpoint import upload_checkpoint
@@ -74,6 +75,7 @@ class SweepOutcome:
 def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     """Validate and prepare, sweep with Tune + Ray Train, record the trials, make the soups."""
     check_dataset(cfg.data)  # every split, before anything is created or written
+    check_model_name(cfg.model.name)  # open_clip can build it here (hf-hub: fetched, transformers there)
     name = cfg.experiment_name()
     paths = SweepPaths(cfg.storage_path, name)
     client = MlflowClient(cfg.mlflow.tracking_uri)

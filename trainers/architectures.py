@@ -86,11 +86,16 @@ def require_transformers(name: str) -> None:
                         "install it with: pip install transformers")
 
 
+def check_model_name(name: str) -> str:
+    """Validation of `model.name`: open_clip can build and tokenise it here; returns open_clip's name."""
+    require_transformers(name)
+    return resolve_architecture(name)
+
+
 def check_pretrained(cfg: ModelConfig) -> str | None:
     """Resolve `pretrained` to a local file before any trial starts (downloading a tag if needed).
     With an hf-hub:/local-dir: name and no `pretrained`, the weights published with that name."""
-    arch = resolve_architecture(cfg.name)
-    require_transformers(cfg.name)
+    arch = check_model_name(cfg.name)
     if cfg.pretrained is None:
         return schema_weights(arch)
     path = Path(cfg.pretrained).expanduser()
