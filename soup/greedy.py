@@ -49,8 +49,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(default greedy,best)")
     method.add_argument("--learned-steps", type=int, help="learned soups: optimisation steps (default 20)")
     method.add_argument("--register-as", help="register the soup in the MLflow model registry under this name")
-    method.add_argument("--register-method", help=f"which soup to register: one of {','.join(SOUP_METHODS)} "
-                        "(default greedy)")
+    method.add_argument("--register-method", help=f"which soup to register and export: one of "
+                        f"{','.join(SOUP_METHODS)} (default greedy)")
+    method.add_argument("--export-open-clip", metavar="DIR", help="write that soup as a whole open_clip model "
+                        "into the new directory DIR (see docs/models.md)")
     files = parser.add_argument_group("explicit ingredients (no sweep)")
     files.add_argument("--ingredients", nargs="+", metavar="PATTERN",
                        help="globs of checkpoint directories or weight files (.safetensors, .pt, .pth, .bin)")
@@ -70,6 +72,7 @@ def soup_options(args: argparse.Namespace) -> dict[str, Any]:
              "device": args.device, "eval_workers": args.eval_workers, "greedy_repeats": args.greedy_repeats,
              "learned_steps": args.learned_steps,
              "register_as": args.register_as, "register_method": args.register_method,
+             "export_open_clip": args.export_open_clip,
              "wiseft_alphas": _floats(args.wiseft_alphas), "wiseft_targets": _names(args.wiseft_targets)}
     return {k: v for k, v in given.items() if v is not None}
 

@@ -7,9 +7,10 @@ pretrained text tower, which the text losses (FLYP, CaRFT) start from.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -19,8 +20,8 @@ from trainers.config import TrainConfig
 from trainers.data.store import check_dataset
 from trainers.errors import UserError
 from trainers.evaluate import split_features
-from trainers.model import ImageClassifier, build_classifier, state_checksum, text_tower_state, \
-    zeroshot_classifier_and_clip
+from trainers.model import ImageClassifier, build_classifier, build_clip, check_pretrained, state_checksum, \
+    text_tower_state, zeroshot_classifier_and_clip
 from trainers.tasks import TASKS, Start, fit_linear_probe
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,22 @@ def write_base_checkpoint(cfg: TrainConfig, directory: str | Path, device: torch
 def pretrained_start(cfg: TrainConfig, classes: list[str]) -> tuple[ImageClassifier, torch.nn.Module]:
     """The zero-shot classifier and its CLIP. Without pretrained weights the towers are random: built
     from `cfg.seed`, so that the base and the baselines of a config are the same model every time."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
+    with seeded(cfg.seed):
         return zeroshot_classifier_and_clip(cfg.model, classes)
+
+
+def pretrained_clip(cfg: TrainConfig) -> torch.nn.Module:
+    """The CLIP `pretrained_start` starts from (the same random towers too: built first from the seed)."""
+    with seeded(cfg.seed):
+        return build_clip(cfg.model, check_pretrained(cfg.model))
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Random draws from `seed`, leaving the caller's generator as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def default_device() -> torch.device:
