@@ -18,26 +18,31 @@ import torch
 from torchvision.io import encode_png
 
 from soup.mlflow_model import save_pyfunc
+from trainers.base import write_base_checkpoint
 from trainers.checkpoint import load_checkpoint, read_meta
 from trainers.config import TrainConfig
 from trainers.data.decode import decode_centre
+from trainers.data.synthetic import write_demo_data
 from trainers.data.store import read_split
 from trainers.evaluate import predict
 from trainers.model import build_classifier
 
 
 @pytest.fixture(scope="module")
-def served(soup_inputs, tmp_path_factory):
-    """(pyfunc model directory, the checkpoint's classifier and classes, PNG bytes of test images)."""
-    cfg, _, ingredients = soup_inputs
-    checkpoint = ingredients[0].checkpoint
-    path = tmp_path_factory.mktemp("served") / "model"
-    save_pyfunc(checkpoint, path, read_meta(checkpoint))
-    loaded = load_checkpoint(checkpoint)
+def served(tmp_path_factory):
+    """(pyfunc model directory, the checkpoint's classifier and classes, PNG bytes of test images): a base
+    checkpoint of the tiny model (random towers, zero-shot head) is a checkpoint like any soup's."""
+    tmp = tmp_path_factory.mktemp("served")
+    data = write_demo_data(tmp / "data", size=48, sizes={s: 4 for s in ("train", "val", "heldout", "test", "sketch")})
+    cfg = TrainConfig.model_validate({"data": {**{s: data[s] for s in ("train", "val", "heldout", "test")}},
+                                      "model": {"templates": "simple"}})
+    write_base_checkpoint(cfg, tmp / "base")
+    save_pyfunc(tmp / "base", tmp / "model", read_meta(tmp / "base"))
+    loaded = load_checkpoint(tmp / "base")
     model = build_classifier(cfg.model, len(loaded.meta["classes"]))
     model.load_state_dict(loaded.state_dict)
     images = read_split(cfg.data.test, 48).images[:3]  # larger than the model's input: resized, cropped
-    return path, model.eval(), loaded.meta["classes"], [encode_png(i).numpy().tobytes() for i in images]
+    return tmp / "model", model.eval(), loaded.meta["classes"], [encode_png(i).numpy().tobytes() for i in images]
 
 
 def expected(model, classes, pngs) -> tuple[list[str], torch.Tensor]:
