@@ -23,20 +23,29 @@ HALF = [0.5, 0.5, 0.5]
 
 
 @pytest.fixture
-def local_dir(tmp_path, pretrained_file):
+def weights_file(tmp_path) -> str:
+    """Weights of the tiny architecture (random, from a seed: a stand-in for published ones)."""
+    torch.manual_seed(7)
+    save_file({k: v.contiguous() for k, v in build_clip(ModelConfig()).state_dict().items()},
+              str(tmp_path / "weights.safetensors"))
+    return str(tmp_path / "weights.safetensors")
+
+
+@pytest.fixture
+def local_dir(tmp_path, weights_file):
     """A directory laid out as open_clip's local-dir: reads it: config JSON plus weights."""
     directory = tmp_path / "my-clip"
     directory.mkdir()
     model_cfg = json.loads((SHIPPED_CONFIGS / "soupsweep-tiny-vit.json").read_text())
     (directory / "open_clip_config.json").write_text(json.dumps(
         {"model_cfg": model_cfg, "preprocess_cfg": {"mean": HALF, "std": HALF}}))
-    shutil.copyfile(pretrained_file, directory / "open_clip_model.safetensors")
+    shutil.copyfile(weights_file, directory / "open_clip_model.safetensors")
     return directory
 
 
-def test_local_dir_offline_end_to_end(local_dir, pretrained_file, tmp_path, monkeypatch):
+def test_local_dir_offline_end_to_end(local_dir, weights_file, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    saved = load_file(pretrained_file)
+    saved = load_file(weights_file)
     model = build_zeroshot_classifier(ModelConfig(name=f"local-dir:{local_dir}"), CLASSES)
     for key, value in model.visual.state_dict().items():
         assert torch.equal(value, saved[f"visual.{key}"]), key
