@@ -45,8 +45,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "are free, else none), 0 (in this process) or N (N workers, one GPU each when the "
                         "cluster has GPUs; starts a local Ray if none is running)")
     method.add_argument("--register-as", help="register the soup in the MLflow model registry under this name")
-    method.add_argument("--register-method", help=f"which soup to register: one of {','.join(SOUP_METHODS)} "
-                        "(default greedy)")
+    method.add_argument("--register-method", help=f"which soup to register and export: one of "
+                        f"{','.join(SOUP_METHODS)} (default greedy)")
+    method.add_argument("--export-open-clip", metavar="DIR", help="write that soup as a whole open_clip model "
+                        "into the new directory DIR (see docs/models.md)")
     add_method_flags(parser)
     files = parser.add_argument_group("explicit ingredients (no sweep)")
     files.add_argument("--ingredients", nargs="+", metavar="PATTERN",
@@ -65,7 +67,8 @@ def soup_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options given on the command line (the others keep SoupOptions' defaults)."""
     given = {"methods": parse_methods(args.methods) if args.methods else None, "tie_rule": args.tie_rule,
              "device": args.device, "eval_workers": args.eval_workers,
-             "register_as": args.register_as, "register_method": args.register_method}
+             "register_as": args.register_as, "register_method": args.register_method,
+             "export_open_clip": args.export_open_clip}
     for params in PARAMS:
         for name, field in params.model_fields.items():
             value = getattr(args, name)

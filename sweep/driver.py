@@ -31,6 +31,7 @@ from sweep.tracking import (TAG_OFFER_ORDER, TrialRuns, close_interrupted_trials
                             require_new_sweep)
 from sweep.trial import train_run_name
 from sweep.trial import TrialSpec, run_trial
+from trainers.architectures import check_model_name
 from trainers.base import check_pretrained_weights, default_device, write_base_checkpoint
 from trainers.baselines import training_free_baselines
 from trainers.checkpoint import upload_checkpoint
@@ -79,6 +80,7 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     """Validate and prepare, sweep with Tune + Ray Train, record the trials, make the soups."""
     check_dataset(cfg.data)  # every split, before anything is created or written
     check_tracking_uri(cfg.mlflow.tracking_uri)
+    check_model_name(cfg.model.name)  # open_clip can build it here (hf-hub: fetched, transformers there)
     check_pretrained_weights(cfg.model)
     name = cfg.experiment_name()
     paths = SweepPaths(cfg.storage_path, name)

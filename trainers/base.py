@@ -7,11 +7,12 @@ pretrained text tower, which the text losses (FLYP, CaRFT) start from.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import open_clip
 import torch
@@ -50,8 +51,7 @@ def write_base_checkpoint(cfg: TrainConfig, directory: str | Path, device: torch
 def pretrained_start(cfg: TrainConfig, classes: list[str]) -> tuple[ImageClassifier, torch.nn.Module]:
     """The zero-shot classifier and its CLIP. Without pretrained weights the towers are random: built
     from `cfg.seed`, so that the base and the baselines of a config are the same model every time."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
+    with seeded(cfg.seed):
         return zeroshot_classifier_and_clip(cfg.model, classes)
 
 
@@ -87,6 +87,20 @@ def load_weights_into(clip: torch.nn.Module, weights: str, explain: str | None =
         detail = lines[1] if lines[0].startswith("Error(s) in loading") and len(lines) > 1 else lines[0]
         raise UserError(f"model.pretrained: {weights} does not fit model.name {explain} ({detail[:300]}); give "
                         f"weights of {explain}, or set model.name to the architecture they were saved from") from None
+
+
+def pretrained_clip(cfg: TrainConfig) -> torch.nn.Module:
+    """The CLIP `pretrained_start` starts from (the same random towers too: built first from the seed)."""
+    with seeded(cfg.seed):
+        return build_clip(cfg.model, check_pretrained(cfg.model))
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Random draws from `seed`, leaving the caller's generator as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def default_device() -> torch.device:

@@ -28,13 +28,14 @@ class Section(BaseModel):
 class ModelConfig(Section):
     name: str = Field(
         "soupsweep-tiny-vit",
-        description="open_clip architecture (e.g. ViT-B-32), a model config shipped in "
-        "trainers/model_configs (e.g. soupsweep-tiny-vit) or a path to an open_clip model config JSON.",
+        description="open_clip architecture (e.g. ViT-B-32, ViT-B-16-SigLIP), a model config shipped in "
+        "trainers/model_configs (e.g. soupsweep-tiny-vit), a path to an open_clip model config JSON, "
+        "hf-hub:org/repo or local-dir:/path (docs/models.md).",
     )
     pretrained: str | None = Field(
         None,
         description="open_clip pretrained tag (e.g. laion2b_s34b_b79k, downloaded) or a local "
-        "checkpoint file; null for random weights.",
+        "checkpoint file; null for random weights (hf-hub:/local-dir: names: the weights published there).",
     )
     templates: Literal["openai-80", "openai-7", "simple"] = Field(
         "openai-7", description="Shipped prompt templates averaged per class for the zero-shot head."

@@ -6,21 +6,18 @@ with its zero-shot head (the "base"); every trial starts from those exact weight
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-from pathlib import Path
 
 import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainers.architectures import build_clip, check_pretrained, model_config, tokenizer_for
 from trainers.config import ModelConfig
-from trainers.errors import UserError
 from trainers.prompts import class_prompts
 
 log = logging.getLogger(__name__)
-SHIPPED_CONFIGS = Path(__file__).parent / "model_configs"
 
 
 class ImageClassifier(nn.Module):
@@ -43,74 +40,22 @@ class ImageClassifier(nn.Module):
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised image features (what the head and the text losses compare)."""
-        return F.normalize(self.visual(self.normalise(images)), dim=-1)
+        return F.normalize(embedding(self.visual, self.normalise(images)), dim=-1)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.mean) / self.std
+
+
+def embedding(visual: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """The image tower's contrastive embedding: CoCa's tower also returns its tokens (for the captioner)."""
+    out = visual(inputs)
+    return out[0] if isinstance(out, tuple) else out
 
 
 def input_size(visual: nn.Module) -> int:
     """Side length of the square images an open_clip image tower takes."""
     size = visual.image_size
     return size[0] if isinstance(size, (tuple, list)) else int(size)
-
-
-def resolve_architecture(name: str) -> dict | str:
-    """A model config dict (from a JSON file or one we ship) or an open_clip built-in name."""
-    path = Path(name).expanduser()
-    if path.suffix == ".json":
-        if not path.is_file():
-            raise UserError(f"model.name: config file {path} does not exist")
-        return json.loads(path.read_text())
-    shipped = SHIPPED_CONFIGS / f"{name}.json"
-    if shipped.is_file():
-        return json.loads(shipped.read_text())
-    if name in open_clip.list_models():
-        return name
-    ours = sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.json"))
-    raise UserError(f"model.name: unknown architecture {name!r}; use an open_clip name "
-                    f"(open_clip.list_models(), e.g. ViT-B-32), one of ours {ours}, "
-                    "or a path to a model config .json")
-
-
-def check_pretrained(cfg: ModelConfig) -> str | None:
-    """Resolve `pretrained` to a local file before any trial starts (downloading a tag if needed)."""
-    if cfg.pretrained is None:
-        return None
-    path = Path(cfg.pretrained).expanduser()
-    if path.is_file():
-        return str(path.resolve())
-    arch = resolve_architecture(cfg.name)
-    tags = open_clip.list_pretrained_tags_by_model(arch) if isinstance(arch, str) else []
-    if cfg.pretrained not in tags:
-        raise UserError(f"model.pretrained: {cfg.pretrained!r} is neither an existing file nor an "
-                        f"open_clip tag for {cfg.name} (tags: {tags or 'none'})")
-    try:
-        return open_clip.pretrained.download_pretrained(
-            open_clip.pretrained.get_pretrained_cfg(arch, cfg.pretrained))
-    except Exception as err:  # network errors come in many types; all mean the same to a user
-        raise UserError(f"model.pretrained: could not download {cfg.name}/{cfg.pretrained} "
-                        f"({type(err).__name__}). Without network access, download the weights "
-                        "elsewhere and pass the file: model.pretrained=/path/to/open_clip_model.safetensors"
-                        ) from None
-
-
-def build_clip(cfg: ModelConfig, weights: str | None = None) -> nn.Module:
-    """An open_clip CLIP model of `cfg.name`, loading `weights` (a local file) when given."""
-    arch = resolve_architecture(cfg.name)
-    if isinstance(arch, str):  # on the default device: `with torch.device("meta")` builds without any weights
-        return open_clip.create_model(arch, pretrained=weights, device=torch.get_default_device())
-    model = open_clip.CLIP(**arch)
-    if weights:
-        open_clip.load_checkpoint(model, weights)
-    return model
-
-
-def tokenizer_for(cfg: ModelConfig):
-    arch = resolve_architecture(cfg.name)
-    if isinstance(arch, str):
-        return open_clip.get_tokenizer(arch)
-    return open_clip.SimpleTokenizer(context_length=arch["text_cfg"].get("context_length", 77))
 
 
 def zeroshot_head(clip: nn.Module, cfg: ModelConfig, classes: list[str]) -> torch.Tensor:
@@ -134,6 +79,12 @@ def head_from_prompts(clip: nn.Module, tokenizer, prompts: list[list[str]], batc
     return clip.logit_scale.exp().float() * torch.stack(rows)
 
 
+def logit_bias(clip: nn.Module) -> float:
+    """The learned bias SigLIP models add to every logit (0 for models without one)."""
+    bias = getattr(clip, "logit_bias", None)
+    return 0.0 if bias is None else float(bias.detach().float().reshape(-1)[0])
+
+
 def text_tower_state(clip: nn.Module) -> dict[str, torch.Tensor]:
     """Every CLIP weight outside the image tower: what the text losses (FLYP, CaRFT) need besides it."""
     return {k: v for k, v in clip.state_dict().items() if not k.startswith("visual.")}
@@ -151,20 +102,21 @@ def clip_with_tower(cfg: ModelConfig, classifier: "ImageClassifier", text_state:
 
 
 def preprocess_stats(clip: nn.Module) -> tuple[tuple, tuple]:
-    """The (mean, std) images are normalised with: the pretrained tag's, else OpenAI's."""
+    """The (mean, std) open_clip set on the model: the pretrained tag's or local-dir's, else OpenAI's."""
     stats = getattr(clip.visual, "preprocess_cfg", {}) or {}
     return (tuple(stats.get("mean", open_clip.OPENAI_DATASET_MEAN)),
             tuple(stats.get("std", open_clip.OPENAI_DATASET_STD)))
 
 
-def _classifier(clip: nn.Module, num_classes: int) -> ImageClassifier:
-    head = nn.Linear(clip.visual.output_dim, num_classes)
+def _classifier(cfg: ModelConfig, clip: nn.Module, num_classes: int) -> ImageClassifier:
+    """The classifier on `clip`'s image tower; every open_clip tower projects to the config's embed_dim."""
+    head = nn.Linear(model_config(cfg.name)["embed_dim"], num_classes)
     return ImageClassifier(clip.visual, head, *preprocess_stats(clip))
 
 
 def build_classifier(cfg: ModelConfig, num_classes: int) -> ImageClassifier:
     """The classifier's architecture with untrained weights: load a checkpoint into it."""
-    return _classifier(build_clip(cfg), num_classes)
+    return _classifier(cfg, build_clip(cfg), num_classes)
 
 
 def build_zeroshot_classifier(cfg: ModelConfig, classes: list[str]) -> ImageClassifier:
@@ -175,10 +127,10 @@ def build_zeroshot_classifier(cfg: ModelConfig, classes: list[str]) -> ImageClas
 def zeroshot_classifier_and_clip(cfg: ModelConfig, classes: list[str]) -> tuple[ImageClassifier, nn.Module]:
     """The zero-shot classifier and the pretrained CLIP it came from (sharing its image tower)."""
     clip = build_clip(cfg, check_pretrained(cfg))
-    model = _classifier(clip, len(classes))
+    model = _classifier(cfg, clip, len(classes))
     with torch.no_grad():
         model.head.weight.copy_(zeroshot_head(clip, cfg, classes))
-        model.head.bias.zero_()
+        model.head.bias.fill_(logit_bias(clip))  # CLIP's logits exactly, SigLIP's bias included
     return model, clip
 
 

@@ -27,7 +27,10 @@ class StageOptions(Section):
                                   "||w - w_base|| / ||w_base|| (image tower, head) still counted as the same init")
     register_as: str = Field("", description="register this soup in the MLflow model registry under this name "
                              "(empty: do not register)")
-    register_method: str = Field("greedy", description="which soup register_as registers")
+    register_method: str = Field("greedy", description="which soup register_as registers and "
+                                 "export_open_clip exports")
+    export_open_clip: str = Field("", description="write that soup as a whole open_clip model (safetensors, "
+                                  "config, class head) into this new directory (empty: no export)")
 
     @field_validator("methods")
     @classmethod
@@ -44,6 +47,15 @@ class StageOptions(Section):
             raise ValueError("give 0 (in this process), a number of Ray workers, or auto")
         return workers
 
+    @field_validator("export_open_clip")
+    @classmethod
+    def _new_directory(cls, directory: str) -> str:
+        if directory:
+            from soup.open_clip_export import check_export_dir  # late: it imports the model code
+
+            check_export_dir(directory)
+        return directory
+
     @model_validator(mode="after")
     def _registrable(self) -> "StageOptions":
         if self.register_method not in SOUP_METHODS:
@@ -57,7 +69,7 @@ class StageOptions(Section):
         wanted = set(self.methods)
         if "wiseft" in wanted:
             wanted.update(t for t in getattr(self, "wiseft_targets", []) if t in METHODS)
-        if self.register_as:
+        if self.register_as or self.export_open_clip:
             wanted.add(self.register_method)
         return [name for name in METHODS if name in wanted]
 

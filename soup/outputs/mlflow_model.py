@@ -14,12 +14,12 @@ import tempfile
 from pathlib import Path
 
 import mlflow.pyfunc
-import numpy as np
+import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
-from mlflow.models.signature import ModelSignature
-from mlflow.types.schema import Schema, TensorSpec
 from mlflow.tracking import MlflowClient
+
+from soup.serving import class_predictions, encoded_images, uint8_images
 
 from trainers.checkpoint import META, load_checkpoint
 from trainers.config import TrainConfig
@@ -36,7 +36,8 @@ TAG_REGISTERED = "soupsweep.registered_model"
 
 
 class SoupModel(mlflow.pyfunc.PythonModel):
-    """Logits of the soup for uint8 images (N, 3, S, S) at the model's input size."""
+    """For a DataFrame of encoded images (soup/serving.py): class name and probabilities per row;
+    for uint8 images (N, 3, S, S) at the model's input size: the soup's logits."""
 
     def load_context(self, context) -> None:
         checkpoint = load_checkpoint(context.artifacts["checkpoint"])
@@ -48,17 +49,19 @@ class SoupModel(mlflow.pyfunc.PythonModel):
         self.model.eval()
 
     def predict(self, context, model_input, params=None):
-        images = torch.as_tensor(np.asarray(model_input))
-        if images.dtype != torch.uint8:
-            raise ValueError(f"give uint8 images (N, 3, S, S), not {images.dtype}")
-        return predict(self.model, images, torch.device("cpu"), self.precision).numpy()
+        if isinstance(model_input, pd.DataFrame):
+            images = encoded_images(model_input, self.model.image_size)
+            return class_predictions(predict(self.model, images, torch.device("cpu"), self.precision), self.classes)
+        return predict(self.model, uint8_images(model_input), torch.device("cpu"), self.precision).numpy()
 
 
-def signature(meta: dict) -> ModelSignature:
-    """uint8 images (N, 3, S, S) in, float32 logits (N, classes) out."""
-    size = build_classifier(TrainConfig.model_validate(meta["config"]).model, len(meta["classes"])).image_size
-    return ModelSignature(Schema([TensorSpec(np.dtype(np.uint8), (-1, 3, size, size))]),
-                          Schema([TensorSpec(np.dtype(np.float32), (-1, len(meta["classes"])))]))
+def save_pyfunc(checkpoint: Path, path: Path, meta: dict) -> None:
+    """The pyfunc model of a checkpoint directory. No signature: it takes two kinds of input (a
+    DataFrame of encoded images, or uint8 tensors), which one MLflow signature cannot describe."""
+    mlflow.pyfunc.save_model(
+        path, python_model=str(CODE), artifacts={"checkpoint": str(checkpoint)},
+        pip_requirements=["soupsweep", "torch", "open_clip_torch", "safetensors"],  # skip inference
+        metadata={"soup_method": meta.get("method"), "lineage": meta.get("lineage", {})})
 
 
 def register_soup(client: MlflowClient, run_id: str, checkpoint: Path, name: str) -> str:
@@ -66,10 +69,7 @@ def register_soup(client: MlflowClient, run_id: str, checkpoint: Path, name: str
     meta = json.loads((checkpoint / META).read_text())
     lineage = meta.get("lineage", {})
     with tempfile.TemporaryDirectory(prefix="soupsweep-model-") as tmp:
-        mlflow.pyfunc.save_model(
-            Path(tmp) / MODEL_ARTIFACT, python_model=str(CODE), artifacts={"checkpoint": str(checkpoint)},
-            pip_requirements=["soupsweep", "torch", "open_clip_torch", "safetensors"],  # skip inference
-            signature=signature(meta), metadata={"soup_method": meta.get("method"), "lineage": lineage})
+        save_pyfunc(checkpoint, Path(tmp) / MODEL_ARTIFACT, meta)
         client.log_artifacts(run_id, str(Path(tmp) / MODEL_ARTIFACT), MODEL_ARTIFACT)
     try:
         client.create_registered_model(name, description="model soups made by soupsweep")

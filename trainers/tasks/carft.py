@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers.model import ImageClassifier, head_from_prompts, tokenizer_for
+from trainers.model import ImageClassifier, embedding, head_from_prompts, tokenizer_for
 from trainers.prompts import context_prompts
 from trainers.tasks.base import Start, Task, soft_cross_entropy
 
@@ -48,10 +48,10 @@ class CarftLoss(nn.Module):
 
     def forward(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         inputs = self.classifier.normalise(images)
-        features = F.normalize(self.classifier.visual(inputs), dim=-1)
+        features = F.normalize(embedding(self.classifier.visual, inputs), dim=-1)
         ce = soft_cross_entropy(self.classifier.head(features), targets)
         with torch.no_grad():
-            reference = F.normalize(self.zeroshot_visual(inputs).float(), dim=-1)
+            reference = F.normalize(embedding(self.zeroshot_visual, inputs).float(), dim=-1)
             log_q = F.log_softmax(self.scale * reference @ self.contexts.T, dim=-1)
         log_p = F.log_softmax(self.scale * features.float() @ self.contexts.T, dim=-1)
         kl = F.kl_div(log_p, log_q, log_target=True, reduction="batchmean")  # KL(zero-shot || fine-tuned)

@@ -1,9 +1,12 @@
-"""FLYP (Goyal et al. 2023, "Finetune like you pretrain"): the contrastive loss CLIP was pre-trained
-with, between each image and a prompt of its class, training both towers and the logit scale.
+"""FLYP (Goyal et al. 2023, "Finetune like you pretrain"): the loss the model was pre-trained with,
+between each image and a prompt of its class, training both towers and the logit scale: CLIP's
+softmax contrastive loss, or for models with a learned logit bias (SigLIP) the sigmoid loss with it.
 
 Each image gets one of its class's prompts (templates and descriptions), drawn on the device at
 every step. Images of the same class in a batch are all positives for each other's prompts (the
-targets are spread over them), so small class counts do not push same-class pairs apart. The model
+targets are spread over them; the sigmoid loss labels them positive), so small class counts do not
+push same-class pairs apart: on a batch of distinct classes both are exactly open_clip's ClipLoss and
+SigLipLoss. The model
 that is evaluated and saved is the image tower with the zero-shot head rebuilt from the fine-tuned
 text tower: a plain ImageClassifier, like every other task's checkpoint.
 """
@@ -13,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers.model import ImageClassifier, tokenizer_for
+from trainers.model import ImageClassifier, logit_bias, tokenizer_for
 from trainers.prompts import class_prompts
 from trainers.tasks.base import Start, Task, soft_cross_entropy
 
@@ -28,7 +31,10 @@ class Flyp(Task):
         super().__init__(start)
         start.classifier.head.requires_grad_(False)  # rebuilt from the text tower, not trained
         prompts = class_prompts(self.cfg.model, start.classes)
-        self.module = FlypLoss(start.clip(), start.classifier, prompt_tokens(tokenizer_for(self.cfg.model), prompts))
+        clip = start.clip()
+        if hasattr(clip, "text_decoder"):  # CoCa's captioner: not part of the contrastive loss
+            clip.text_decoder.requires_grad_(False)
+        self.module = FlypLoss(clip, start.classifier, prompt_tokens(tokenizer_for(self.cfg.model), prompts))
 
     def classifier(self, module: nn.Module) -> ImageClassifier:
         module.rebuild_head()
@@ -57,8 +63,9 @@ class FlypLoss(nn.Module):
         image = self.classifier.features(images).float()
         logits = self.clip.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE) * image @ text.T
         same = (labels[:, None] == labels[None, :]).float()
-        positives = same / same.sum(1, keepdim=True)  # symmetric rows: the same targets both ways
-        return (soft_cross_entropy(logits, positives) + soft_cross_entropy(logits.T, positives)) / 2
+        if self.clip.logit_bias is not None:
+            return sigmoid_loss(logits + self.clip.logit_bias, same)
+        return softmax_loss(logits, same)
 
     @torch.no_grad()
     def rebuild_head(self) -> None:
@@ -73,4 +80,15 @@ class FlypLoss(nn.Module):
         self.clip.train(was_training)
         scale = self.clip.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE).float()
         self.classifier.head.weight.copy_(scale * torch.stack(rows))
-        self.classifier.head.bias.zero_()
+        self.classifier.head.bias.fill_(logit_bias(self.clip))
+
+
+def softmax_loss(logits: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy, the targets spread over each row's same-class pairs."""
+    positives = same / same.sum(1, keepdim=True)  # symmetric rows: the same targets both ways
+    return (soft_cross_entropy(logits, positives) + soft_cross_entropy(logits.T, positives)) / 2
+
+
+def sigmoid_loss(logits: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+    """SigLIP's loss (open_clip's SigLipLoss): every pair a binary decision, same-class pairs positive."""
+    return -F.logsigmoid((2 * same - 1) * logits.float()).sum() / len(logits)

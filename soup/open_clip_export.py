@@ -1,0 +1,91 @@
+"""A soup taken out of soupsweep: a whole open_clip model that open_clip loads on its own.
+
+DIR/open_clip_model.safetensors   the CLIP state dict: the souped image tower + the base's text tower
+DIR/open_clip_config.json         {"model_cfg", "preprocess_cfg"}: what open_clip's local-dir: reads
+DIR/zeroshot_head.safetensors     the soup's class head (weight, bias) on normalised image features
+DIR/soupsweep.json                the architecture, the classes, the soup method and its ingredient runs
+
+Load it with `open_clip.create_model_and_transforms("local-dir:DIR")`, or for a built-in
+architecture `create_model_and_transforms(arch, pretrained="DIR/open_clip_model.safetensors")`.
+The text tower is the base's: the pretrained one (rebuilt from the config and its seed, exactly as
+the sweep's base was), since soups average image towers only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import open_clip
+from safetensors.torch import save_file
+
+from trainers.base import pretrained_clip
+from trainers.checkpoint import load_checkpoint
+from trainers.config import TrainConfig
+from trainers.errors import UserError
+from trainers.model import preprocess_stats
+
+MODEL_FILE = "open_clip_model.safetensors"
+CONFIG_FILE = "open_clip_config.json"
+HEAD_FILE = "zeroshot_head.safetensors"
+INFO_FILE = "soupsweep.json"
+
+
+def check_export_dir(directory: str) -> None:
+    """Before any soup is made: the export never replaces what is there."""
+    path = Path(directory).expanduser()
+    if path.exists():
+        raise UserError(f"export_open_clip: {path} already exists; give a new directory (nothing is overwritten)")
+    if not path.parent.is_dir():
+        raise UserError(f"export_open_clip: the parent directory {path.parent} does not exist; create it first")
+
+
+def export_open_clip(soup_checkpoint: str | Path, directory: str | Path) -> Path:
+    """Write the soup checkpoint `soup_checkpoint` as an open_clip model in `directory` (atomically)."""
+    directory = Path(directory).expanduser().resolve()
+    check_export_dir(str(directory))
+    soup = load_checkpoint(soup_checkpoint)
+    cfg = TrainConfig.model_validate(soup.meta["config"])
+    clip = pretrained_clip(cfg)
+    visual = {k.removeprefix("visual."): v for k, v in soup.state_dict.items() if k.startswith("visual.")}
+    clip.visual.load_state_dict(visual)  # strict: the soup's image tower is this architecture's
+    tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        save_file({k: v.detach().contiguous() for k, v in clip.state_dict().items()}, tmp / MODEL_FILE)
+        save_file({"weight": soup.state_dict["head.weight"].contiguous(),
+                   "bias": soup.state_dict["head.bias"].contiguous()}, tmp / HEAD_FILE)
+        _write_json(tmp / CONFIG_FILE, open_clip_config(cfg, clip))
+        _write_json(tmp / INFO_FILE, export_info(cfg, soup.meta))
+        os.rename(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def open_clip_config(cfg: TrainConfig, clip) -> dict:
+    """The model and preprocessing config as open_clip's local-dir: and push_to_hf_hub lay them out."""
+    from trainers.architectures import model_config
+
+    mean, std = preprocess_stats(clip)
+    preprocess = {**clip.visual.preprocess_cfg, "mean": list(mean), "std": list(std)}
+    return {"model_cfg": model_config(cfg.model.name), "preprocess_cfg": preprocess}
+
+
+def export_info(cfg: TrainConfig, meta: dict) -> dict:
+    name = cfg.model.name
+    built_in = name in open_clip.list_models()
+    lineage = meta.get("lineage", {})
+    members = meta.get("members", list(lineage))
+    return {"architecture": name if built_in else None,
+            "load_with": "local-dir:<this directory>" + ("" if not built_in else f" or {name} + pretrained={MODEL_FILE}"),
+            "classes": meta["classes"], "soup_method": meta.get("method"),
+            "ingredients": [{"trial": m, "mlflow_run_id": lineage.get(m, "")} for m in members],
+            "text_tower": cfg.model.pretrained or f"as built from {name} (no model.pretrained; seed {cfg.seed})",
+            "head": f"{HEAD_FILE}: logits = normalize(model.encode_image(x)) @ weight.T + bias"}
+
+
+def _write_json(path: Path, value: dict) -> None:
+    path.write_text(json.dumps(value, indent=2))

@@ -1,0 +1,39 @@
+"""`python -m soup.greedy --export-open-clip DIR`: the chosen soup written as an open_clip model; an
+existing DIR is refused before anything runs. (Each family's export is reloaded by open_clip alone
+in tests/test_model_families.py.)"""
+from __future__ import annotations
+
+import json
+
+import open_clip
+import torch
+
+from soup import greedy
+from trainers.checkpoint import load_weights
+
+
+def soup_args(soup_inputs, demo_data, tmp_path, export) -> list[str]:
+    _, base_dir, ingredients = soup_inputs
+    return ["--ingredients", *[i.checkpoint for i in ingredients], "--base", base_dir, "--heldout",
+            demo_data["heldout"], "--test", demo_data["test"], "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
+            "--device", "cpu", "--methods", "uniform", "--register-method", "uniform", "--export-open-clip", str(export)]
+
+
+def test_export_open_clip_flag_writes_the_chosen_soup(soup_inputs, demo_data, tmp_path):
+    export = tmp_path / "exported"
+    assert greedy.main(soup_args(soup_inputs, demo_data, tmp_path, export)) == 0
+    info = json.loads((export / "soupsweep.json").read_text())
+    assert info["soup_method"] == "uniform" and len(info["ingredients"]) == 3
+    model = open_clip.create_model(f"local-dir:{export}")
+    uniform = [load_weights(i.checkpoint) for i in soup_inputs[2]]
+    expected = sum(w["visual.conv1.weight"] for w in uniform) / 3
+    assert torch.allclose(model.visual.conv1.weight, expected, atol=1e-6)
+
+
+def test_an_existing_directory_is_refused_before_anything_runs(soup_inputs, demo_data, tmp_path, capsys):
+    export = tmp_path / "mine"
+    export.mkdir()
+    (export / "notes.txt").write_text("keep me")
+    assert greedy.main(soup_args(soup_inputs, demo_data, tmp_path, export)) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert [p.name for p in export.iterdir()] == ["notes.txt"] and not (tmp_path / "m.db").exists()

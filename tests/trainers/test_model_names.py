@@ -1,0 +1,96 @@
+"""open_clip's name schemas: local-dir: offline end to end, hf-hub: failing with how to work offline,
+Hugging Face text towers without transformers."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from trainers.architectures import SHIPPED_CONFIGS, build_clip, check_model_name
+from trainers.base import write_base_checkpoint
+from trainers.checkpoint import read_meta
+from trainers.config import ModelConfig, TrainConfig
+from trainers.data.synthetic import CLASSES, write_demo_data
+from trainers.errors import UserError
+from trainers.loop import RunContext, fit
+from trainers.model import build_zeroshot_classifier
+
+HALF = [0.5, 0.5, 0.5]
+
+
+@pytest.fixture
+def weights_file(tmp_path) -> str:
+    """Weights of the tiny architecture (random, from a seed: a stand-in for published ones)."""
+    torch.manual_seed(7)
+    save_file({k: v.contiguous() for k, v in build_clip(ModelConfig()).state_dict().items()},
+              str(tmp_path / "weights.safetensors"))
+    return str(tmp_path / "weights.safetensors")
+
+
+@pytest.fixture
+def local_dir(tmp_path, weights_file):
+    """A directory laid out as open_clip's local-dir: reads it: config JSON plus weights."""
+    directory = tmp_path / "my-clip"
+    directory.mkdir()
+    model_cfg = json.loads((SHIPPED_CONFIGS / "soupsweep-tiny-vit.json").read_text())
+    (directory / "open_clip_config.json").write_text(json.dumps(
+        {"model_cfg": model_cfg, "preprocess_cfg": {"mean": HALF, "std": HALF}}))
+    shutil.copyfile(weights_file, directory / "open_clip_model.safetensors")
+    return directory
+
+
+def test_local_dir_offline_end_to_end(local_dir, weights_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    saved = load_file(weights_file)
+    model = build_zeroshot_classifier(ModelConfig(name=f"local-dir:{local_dir}"), CLASSES)
+    for key, value in model.visual.state_dict().items():
+        assert torch.equal(value, saved[f"visual.{key}"]), key
+    assert model.mean.flatten().tolist() == HALF  # the directory's preprocessing config
+    data = write_demo_data(tmp_path / "data", sizes={s: 8 for s in ("train", "val", "heldout", "test", "sketch")})
+    cfg = TrainConfig.model_validate({
+        "data": {**{s: data[s] for s in ("train", "val", "heldout", "test")}, "shift": {"sketch": data["sketch"]}},
+        "model": {"name": f"local-dir:{local_dir}", "templates": "simple"}, "method": {"name": "flyp"},
+        "optim": {"epochs": 1, "batch_size": 4, "warmup_steps": 0}})
+    write_base_checkpoint(cfg, tmp_path / "base")
+    fit(cfg, RunContext(base_dir=str(tmp_path / "base"), report=lambda m, d: d and shutil.copytree(d, tmp_path / "out")))
+    assert read_meta(tmp_path / "out")["step"] == 2
+
+
+def test_pretrained_file_replaces_the_local_dirs_weights(local_dir, tmp_path):
+    other = build_clip(ModelConfig())  # random weights of the same architecture
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(tmp_path / "other.safetensors"))
+    model = build_zeroshot_classifier(ModelConfig(name=f"local-dir:{local_dir}",
+                                                  pretrained=str(tmp_path / "other.safetensors")), CLASSES)
+    assert torch.equal(model.visual.conv1.weight, other.visual.conv1.weight)
+    with pytest.raises(UserError, match="neither an existing file nor an open_clip tag"):
+        build_zeroshot_classifier(ModelConfig(name=f"local-dir:{local_dir}", pretrained="openai"), CLASSES)
+
+
+def test_local_dir_without_config_says_what_it_needs(tmp_path):
+    with pytest.raises(UserError, match="local-dir:.*needs .*open_clip_config.json"):
+        check_model_name(f"local-dir:{tmp_path}")
+
+
+def test_hf_hub_offline_says_how_to_use_local_dir(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(UserError, match="could not fetch hf-hub:timm/ViT-B-16-SigLIP.*model.name=local-dir:DIR"):
+        check_model_name("hf-hub:timm/ViT-B-16-SigLIP")
+
+
+def test_hugging_face_text_tower_without_transformers_is_one_line(tmp_path):
+    if importlib.util.find_spec("transformers") is not None:
+        pytest.skip("transformers is installed here")
+    config = json.loads((SHIPPED_CONFIGS / "soupsweep-tiny-vit.json").read_text())
+    config["text_cfg"] = {"hf_model_name": "bert-base-uncased", "hf_tokenizer_name": "bert-base-uncased"}
+    (tmp_path / "hf-text.json").write_text(json.dumps(config))
+    for name in (str(tmp_path / "hf-text.json"), "ViT-B-16-SigLIP"):
+        with pytest.raises(UserError, match="pip install transformers"):
+            build_zeroshot_classifier(ModelConfig(name=name), CLASSES)

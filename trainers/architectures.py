@@ -1,0 +1,154 @@
+"""Which open_clip model `model.name` means, and its pretrained weights: everything open_clip can build.
+
+A name is an open_clip built-in (ViT-B-32, convnext_base, ViT-B-16-SigLIP, coca_ViT-B-32, ...), one of
+the configs we ship, a path to a model config JSON, or open_clip's `hf-hub:org/repo` / `local-dir:/path`.
+Config files are registered with open_clip (`open_clip.add_model_config`), so every kind of name is
+then built, tokenised and described by open_clip itself: its model config says the feature size and
+image size, its preprocessing config the normalisation.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import open_clip
+from open_clip.factory import _find_checkpoint_in_dir, parse_model_name  # how open_clip reads local-dir:
+import torch
+from torch import nn
+
+from trainers.config import ModelConfig
+from trainers.errors import UserError
+
+SHIPPED_CONFIGS = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(SHIPPED_CONFIGS)
+
+
+def resolve_architecture(name: str) -> str:
+    """The open_clip model name for `name` (a built-in, a registered config file, or a schema name)."""
+    schema, identifier = parse_model_name(name)
+    if schema == "local-dir":
+        return _local_dir(identifier)
+    if schema == "hf-hub":
+        return _hf_hub(identifier)
+    path = Path(name).expanduser()
+    if path.suffix == ".json":
+        return _config_file(path)
+    if name in open_clip.list_models():
+        return name
+    ours = sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.json"))
+    raise UserError(f"model.name: unknown architecture {name!r}; use an open_clip name "
+                    f"(open_clip.list_models(), e.g. ViT-B-32), one of ours {ours}, a path to a model "
+                    "config .json, hf-hub:org/repo or local-dir:/path")
+
+
+def _config_file(path: Path) -> str:
+    if not path.is_file():
+        raise UserError(f"model.name: config file {path} does not exist")
+    config = json.loads(path.read_text())
+    if not all(key in config for key in ("embed_dim", "vision_cfg", "text_cfg")):
+        raise UserError(f"model.name: {path} is not an open_clip model config (it needs embed_dim, "
+                        "vision_cfg and text_cfg)")
+    open_clip.add_model_config(path)  # registered under the file's stem, as open_clip does
+    return path.stem
+
+
+def _local_dir(identifier: str) -> str:
+    config = Path(identifier).expanduser() / "open_clip_config.json"
+    if not config.is_file() or "model_cfg" not in json.loads(config.read_text()):
+        raise UserError(f"model.name: local-dir:{identifier} needs {config} with a model_cfg, as "
+                        "open_clip writes it (plus the weights, e.g. open_clip_model.safetensors)")
+    return f"local-dir:{Path(identifier).expanduser().resolve()}"
+
+
+def _hf_hub(repo: str) -> str:
+    try:
+        open_clip.get_model_config(f"hf-hub:{repo}")  # fetched once, then read from the HF cache
+    except Exception as err:  # network and hub errors come in many types; all mean the same here
+        raise UserError(f"model.name: could not fetch hf-hub:{repo} ({type(err).__name__}). Without "
+                        f"network access, download it elsewhere (huggingface-cli download {repo} "
+                        "--local-dir DIR), copy DIR here and use model.name=local-dir:DIR") from None
+    return f"hf-hub:{repo}"
+
+
+def model_config(name: str) -> dict:
+    """open_clip's model config of `name` (embed_dim, vision_cfg, text_cfg, ...)."""
+    return open_clip.get_model_config(resolve_architecture(name))
+
+
+def require_transformers(name: str) -> None:
+    """Hugging Face text towers and tokenizers need `transformers`: say so before anything starts."""
+    arch = resolve_architecture(name)
+    text = open_clip.get_model_config(arch)["text_cfg"]
+    siglip_tokenizer = parse_model_name(arch)[0] is None and "siglip" in arch.lower()  # open_clip's rule
+    uses_hf = text.get("hf_model_name") or text.get("hf_tokenizer_name") or (siglip_tokenizer and "SigLIP's T5")
+    if uses_hf and importlib.util.find_spec("transformers") is None:
+        raise UserError(f"model.name: {name} uses the Hugging Face text model/tokenizer {uses_hf}; "
+                        "install it with: pip install transformers")
+
+
+def check_model_name(name: str) -> str:
+    """Validation of `model.name`: open_clip can build and tokenise it here; returns open_clip's name."""
+    require_transformers(name)
+    return resolve_architecture(name)
+
+
+def check_pretrained(cfg: ModelConfig) -> str | None:
+    """Resolve `pretrained` to a local file before any trial starts (downloading a tag if needed).
+    With an hf-hub:/local-dir: name and no `pretrained`, the weights published with that name."""
+    arch = check_model_name(cfg.name)
+    if cfg.pretrained is None:
+        return schema_weights(arch)
+    path = Path(cfg.pretrained).expanduser()
+    if path.is_file():
+        return str(path.resolve())
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if cfg.pretrained not in tags:
+        raise UserError(f"model.pretrained: {cfg.pretrained!r} is neither an existing file nor an "
+                        f"open_clip tag for {cfg.name} (tags: {tags or 'none'})")
+    try:
+        return open_clip.pretrained.download_pretrained(open_clip.get_pretrained_cfg(arch, cfg.pretrained))
+    except Exception as err:  # network errors come in many types; all mean the same to a user
+        raise UserError(f"model.pretrained: could not download {cfg.name}/{cfg.pretrained} "
+                        f"({type(err).__name__}). Without network access, download the weights "
+                        "elsewhere and pass the file: model.pretrained=/path/to/open_clip_model.safetensors"
+                        ) from None
+
+
+def schema_weights(arch: str) -> str | None:
+    """The weights file that comes with an hf-hub:/local-dir: name (None for other names, or none there)."""
+    schema, identifier = parse_model_name(arch)
+    if schema == "local-dir":
+        return _find_checkpoint_in_dir(Path(identifier))
+    if schema == "hf-hub":
+        try:
+            return open_clip.pretrained.download_pretrained_from_hf(identifier)
+        except Exception as err:  # as for the config: one line saying how to work offline
+            raise UserError(f"model.name: could not fetch the weights of hf-hub:{identifier} "
+                            f"({type(err).__name__}); download them elsewhere and use local-dir:DIR") from None
+    return None
+
+
+def build_clip(cfg: ModelConfig, weights: str | None = None) -> nn.Module:
+    """An open_clip model of `cfg.name` (random weights, or `weights`: a local file), preprocessing
+    config set as for its pretrained tag when `cfg.pretrained` is one."""
+    arch = resolve_architecture(cfg.name)
+    clip = open_clip.create_model(arch, load_weights=False, pretrained_text=False,  # HF text: no separate download
+                                  force_preprocess_cfg=tag_preprocess(cfg, arch),
+                                  device=torch.get_default_device())  # `with torch.device("meta")`: no weights
+    if weights:
+        open_clip.load_checkpoint(clip, weights)
+    if hasattr(clip.visual, "trunk"):  # timm tower: open_clip leaves the trunk at timm's default size
+        clip.visual.set_input_size(clip.visual.image_size)  # a no-op when they agree (real configs)
+    return clip
+
+
+def tag_preprocess(cfg: ModelConfig, arch: str) -> dict:
+    """The normalisation a pretrained tag was trained with (SigLIP's differs from OpenAI's)."""
+    if cfg.pretrained is None or parse_model_name(arch)[0]:
+        return {}
+    return open_clip.get_pretrained_cfg(arch, cfg.pretrained) or {}
+
+
+def tokenizer_for(cfg: ModelConfig):
+    return open_clip.get_tokenizer(resolve_architecture(cfg.name))
