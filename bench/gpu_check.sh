@@ -40,7 +40,7 @@ if [ -e "$out/gpu_check.txt" ] || [ -e "$out/gpu_check.json" ]; then
   echo "gpu_check.sh: $out already holds gpu_check.txt or .json: move them away or set OUT to another folder" >&2
   exit 2
 fi
-export PYTHONPATH=${PYTHONPATH:-$PWD}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1  # this tree first; unbuffered: output before a time-out is kept
 "$PYTHON" bench/gpu_check.py preflight "$mode" || exit 2
 mkdir -p "$out"
 txt=$out/gpu_check.txt json=$out/gpu_check.json

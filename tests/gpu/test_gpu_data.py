@@ -78,8 +78,9 @@ def test_nvjpeg_decodes_a_batch_as_pil_does_within_jpeg_tolerance(cuda):
         pil = torch.from_numpy(np.array(Image.open(io.BytesIO(blob)).convert("RGB"))).permute(2, 0, 1)
         assert image.device.type == "cuda" and image.shape == pil.shape
         diff = (image.cpu().int() - pil.int()).abs().float()
-        # decoders may differ in their inverse DCT and chroma upsampling: a level or two, more at sharp edges
-        assert diff.mean() < 1.5 and diff.quantile(0.99) <= 8, (diff.mean(), diff.quantile(0.99), diff.max())
+        # Decoders may differ in their inverse DCT and chroma upsampling: a level or two, more at sharp colour
+        # edges. A decoding gone wrong (channels swapped, rows shifted) moves most pixels by far more.
+        assert diff.mean() < 3 and (diff > 16).float().mean() < 0.05, (diff.mean(), (diff > 16).float().mean())
 
 
 def test_the_evaluation_cache_lives_on_the_device_and_scores_as_on_the_cpu(cuda, demo_data, pretrained_file):

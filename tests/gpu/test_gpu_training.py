@@ -53,7 +53,7 @@ def test_a_bf16_autocast_step_with_fused_adamw_learns(cuda, demo_data, pretraine
         assert torch.ones(2, 2, device=cuda).matmul(torch.ones(2, 2, device=cuda)).dtype == torch.bfloat16
     images, targets = train_batch(demo_data["train"], cuda)
     losses = torch.stack([stepper.step(images, targets) for _ in range(30)]).cpu()
-    assert losses.isfinite().all() and losses[-5:].mean() < 0.5 * losses[:5].mean(), losses
+    assert losses.isfinite().all() and losses[-5:].mean() < 0.8 * losses[:5].mean(), losses
     assert all(p.dtype == torch.float32 and p.device.type == "cuda" for p in stepper.module.parameters())
 
 
