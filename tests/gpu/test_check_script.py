@@ -65,9 +65,10 @@ def test_every_gpu_test_lives_in_tests_gpu():
 
 
 def test_the_sweep_table_is_read_as_soup_report_prints_it():
+    cells = [("best", "heldout", 0.875), ("best", "test", 0.5), ("greedy_soup_long", "heldout", 1.0),
+             ("greedy_soup_long", "test", 0.25)]
     rows = [{"method": m, "set": s, "top1": t, "macro_f1": 0.5, "ece": 0.1, "mcnemar_p": None, "cost": 1,
-             "ingredients": 1} for m, s, t in [("best", "heldout", 0.875), ("best", "test", 0.5),
-                                                ("greedy_soup_long", "heldout", 1.0), ("greedy_soup_long", "test", 0.25)]]
+             "ingredients": 1} for m, s, t in cells]
     printed = "INFO something\n\n" + format_table(SoupOutcome([], [], {}, table=rows)) + "\n\nMLflow experiment"
     assert gpu_check.soup_table(printed) == {"best": {"heldout": 87.5, "test": 50.0},
                                              "greedy_soup_long": {"heldout": 100.0, "test": 25.0}}
@@ -77,13 +78,15 @@ def test_pytest_and_benchmark_lines_are_read():
     assert gpu_check.pytest_counts("...\n2 failed, 5 passed, 3 skipped in 9.61s\n") == {
         "failed": 2, "passed": 5, "skipped": 3}
     printed = ("ViT-B-32, batch 256, 1000 classes, NVIDIA H100, precision auto, compile True, ema None, torch 2.11\n"
-               "loop       steps/s (median of 3 rounds)    images/s\nours                              27.10        6938\n"
+               "loop       steps/s (median of 3 rounds)    images/s\n"
+               "ours                              27.10        6938\n"
                "bare                              28.00        7168\nratio ours/bare: 0.968\n")
     assert gpu_check.train_step_numbers(printed) == [
         {"compile": "True", "ours_images_s": 6938.0, "bare_images_s": 7168.0, "ratio": 0.968}]
     pipeline = ("training   images/s  x ceiling  CPU cores busy\n"
                 "  tensors on device (ceiling)          3160.7       1.00             1.0\n"
-                "evaluation images/s  x model only\n  ours: a pass over the cache                 12333.3          1.03\n")
+                "evaluation images/s  x model only\n"
+                "  ours: a pass over the cache                 12333.3          1.03\n")
     assert gpu_check.input_pipeline_numbers(pipeline) == {
         "tensors on device (ceiling)": {"images_s": 3160.7, "ratio": 1.0, "cpu_cores_busy": 1.0},
         "ours: a pass over the cache": {"images_s": 12333.3, "ratio": 1.03}}
