@@ -19,7 +19,8 @@ from soup.methods import METHODS, parse_methods
 from soup.options import DEFAULT_METHODS, SOUP_METHODS, SoupOptions
 from soup.pipeline import DEFAULT_EXPERIMENT, soup_experiment, soup_files
 from soup.records import absolute_sqlite
-from soup.report import format_table
+from soup.report import format_spread, format_table
+from soup.soup_run import ui_url
 from trainers.config import validate
 from trainers.errors import UserError
 
@@ -91,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(format_table(result.outcome))
-    print(f"\nsoup run {result.run_id} logged in experiment {result.experiment_id} at {args.tracking_uri}")
+    spread = format_spread(result.outcome)
+    if spread:
+        print(spread)
+    print(f"\nsoup run {result.run_id} logged in experiment {result.experiment_id} at {args.tracking_uri}\n"
+          f"  {ui_url(uri, result.experiment_id)}")
     return 0
 
 

@@ -5,6 +5,7 @@ search space and in every trial's meta.json.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -197,7 +198,7 @@ class SweepConfig(TrainConfig):
         """Flat params for the sweep's MLflow run (the search space as one string per key)."""
         flat = flatten(self.model_dump(mode="json", exclude={"search"}))
         flat.update({f"search.{k}": v for k, v in self.search.model_dump(mode="json", exclude={"space"}).items()})
-        flat.update({f"search.space.{k}": str(d.model_dump(exclude_none=True)) for k, d in self.search.space.items()})
+        flat.update({f"search.space.{k}": json.dumps(d.model_dump(exclude_none=True)) for k, d in self.search.space.items()})
         return flat
 
 

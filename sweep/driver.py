@@ -23,6 +23,7 @@ from soup.records import (TAG_BASE, TAG_BASE_CHECKSUM, TAG_MANIFEST, TAG_STORAGE
 from sweep.cluster import check_storage_writable, connect_ray, trial_concurrency
 from sweep.anytime import SoupPlateau, start_anytime_actor, stop_reason
 from sweep.config import SweepConfig
+from sweep.console import TrialConsole, log_file, say, sweep_console
 from sweep.manifest import collect_ingredients, final_checkpoint
 from sweep.space import param_space, scheduler, search_algorithm
 from sweep.tracking import (TAG_OFFER_ORDER, TrialRuns, close_interrupted_trials, open_sweep_run,
@@ -71,14 +72,15 @@ class SweepOutcome:
     soup: SoupRun
 
 
-def run_sweep(cfg: SweepConfig) -> SweepOutcome:
-    """Validate and prepare, sweep with Tune + Ray Train, record the trials, make the soups."""
+def run_sweep(cfg: SweepConfig, verbose: bool = False) -> SweepOutcome:
+    """Validate and prepare, sweep with Tune + Ray Train, record the trials, make the soups. Ray's
+    output goes to a log file unless `verbose` (sweep.console)."""
     check_dataset(cfg.data)  # every split, before anything is created or written
     name = cfg.experiment_name()
     paths = SweepPaths(cfg.storage_path, name)
     client = MlflowClient(cfg.mlflow.tracking_uri)
     require_new_sweep(client, name)
-    with connect_ray():
+    with sweep_console(log_file(paths.sidecar, name), verbose), connect_ray():
         check_storage_writable(cfg.storage_path)
         concurrency = trial_concurrency(cfg)
         checksum = prepare_base(cfg, paths)
@@ -86,6 +88,7 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
                 TAG_BASE_CHECKSUM: checksum}
         experiment_id, sweep_run_id = open_sweep_run(client, name, tags, cfg.to_params())
         client.log_dict(sweep_run_id, cfg.model_dump(mode="json"), CONFIG_ARTIFACT)
+        say("MLflow experiment %r (id %s) at %s", name, experiment_id, cfg.mlflow.tracking_uri)
         callback = TrialRuns(cfg.mlflow.tracking_uri, experiment_id, sweep_run_id, cfg.train_config(),
                              name if cfg.anytime.enabled else None)
         anytime = start_anytime(cfg, paths)
@@ -95,14 +98,14 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
             tune_config=tune.TuneConfig(
                 num_samples=cfg.search.num_samples, search_alg=search_algorithm(cfg.search, concurrency),
                 scheduler=scheduler(cfg.search, max_epochs(cfg)), time_budget_s=cfg.search.time_budget_s),
-            run_config=tune.RunConfig(name=paths.name, storage_path=cfg.storage_path, callbacks=[callback],
+            run_config=tune.RunConfig(name=paths.name, storage_path=cfg.storage_path, callbacks=[callback, TrialConsole(cfg.search.num_samples, cfg.optim.epochs)],
                                       stop=SoupPlateau(cfg.anytime.stop_after) if cfg.anytime.stop_after else None,
                                       verbose=1),
         )
         return finish(cfg, client, experiment_id, sweep_run_id, paths, tuner, anytime)
 
 
-def resume_sweep(tracking_uri: str, experiment: str) -> SweepOutcome:
+def resume_sweep(tracking_uri: str, experiment: str, verbose: bool = False) -> SweepOutcome:
     """Continue a sweep whose driver died: same Tune experiment, same MLflow runs; finished trials
     are not trained again, interrupted ones resume from their last checkpoint."""
     client = MlflowClient(tracking_uri)
@@ -113,7 +116,7 @@ def resume_sweep(tracking_uri: str, experiment: str) -> SweepOutcome:
     cfg.mlflow.tracking_uri = tracking_uri  # where the user found it now
     paths = SweepPaths(sweep_run.data.tags[TAG_STORAGE], found.name)
     client.update_run(sweep_run.info.run_id, "RUNNING")
-    with connect_ray():
+    with sweep_console(log_file(paths.sidecar, found.name), verbose), connect_ray():
         anytime = start_anytime(cfg, paths)
         if anytime is not None:
             replay_offers(client, found.experiment_id, sweep_run.info.run_id, paths, anytime)
@@ -135,6 +138,7 @@ def finish(cfg: SweepConfig, client: MlflowClient, experiment_id: str, sweep_run
                                  reason or "stopped early when the search ended (search.time_budget_s)")
         ingredients = collect_ingredients(client, experiment_id, sweep_run_id, paths.storage, paths.name)
         write_manifest(paths.manifest, ingredients)
+        say("search done (%s); soup stage on %d trials", reason or "all trials ended", len(ingredients))
         soup = soup_experiment(cfg.mlflow.tracking_uri, experiment_id, **soup_options(cfg, summary))
     except BaseException:
         client.set_terminated(sweep_run_id, "FAILED")

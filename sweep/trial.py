@@ -5,6 +5,8 @@ in a TrialSpec (a Ray worker is a fresh process, so nothing is read from module 
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,10 +84,29 @@ def checkpoint_uri(storage_path: str, path: str) -> str:
 def kept_checkpoint(run_folder: str) -> str | None:
     """URI of the checkpoint Ray Train kept last in a Train run's folder (a URI), or None."""
     try:
-        result = ray.train.Result.from_path(run_folder)
+        with _no_snapshot_notice():
+            result = ray.train.Result.from_path(run_folder)
     except Exception:  # no run folder, or no snapshot in it
         return None
     return checkpoint_uri(run_folder, result.checkpoint.path) if result.checkpoint else None
+
+
+# Reading a finished run's result makes Ray Train log, at INFO, that "a run snapshot was found ...
+# delete the existing folder": meant for a new run reusing a name, wrong for a read.
+SNAPSHOT_LOGGER = "ray.train.v2._internal.execution.checkpoint.checkpoint_manager"
+
+
+@contextlib.contextmanager
+def _no_snapshot_notice():
+    def drop(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("A run snapshot was found")
+
+    logger = logging.getLogger(SNAPSHOT_LOGGER)
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 class ReportToTune(TuneReportCallback):
