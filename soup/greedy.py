@@ -22,6 +22,7 @@ from soup.records import absolute_sqlite
 from soup.report import format_spread, format_table
 from soup.soup_run import ui_url
 from trainers.config import validate
+from trainers.prompts import TEMPLATES
 from trainers.errors import UserError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -57,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="globs of checkpoint directories or weight files (.safetensors, .pt, .pth, .bin)")
     files.add_argument("--base", help="the shared initialisation (zero-shot model): checkpoint dir or weights file")
     files.add_argument("--model", help="open_clip architecture of weights without meta.json (e.g. ViT-B-32)")
-    files.add_argument("--templates", choices=["openai-7", "simple"], help="prompts for zero-shot heads")
+    files.add_argument("--templates", choices=list(TEMPLATES), help="prompts for zero-shot heads")
     for split in ("heldout", "test", "train"):
         files.add_argument(f"--{split}", help=f"{split} split (Parquet)" + (", only to recompute BatchNorm "
                            "statistics" if split == "train" else ""))
