@@ -89,6 +89,8 @@ def run_sweep(cfg: SweepConfig, verbose: bool = False) -> SweepOutcome:
         experiment_id, sweep_run_id = open_sweep_run(client, name, tags, cfg.to_params())
         client.log_dict(sweep_run_id, cfg.model_dump(mode="json"), CONFIG_ARTIFACT)
         say("MLflow experiment %r (id %s) at %s", name, experiment_id, cfg.mlflow.tracking_uri)
+        for warning in cfg.warnings():
+            say("warning: %s", warning)
         callback = TrialRuns(cfg.mlflow.tracking_uri, experiment_id, sweep_run_id, cfg.train_config(),
                              name if cfg.anytime.enabled else None)
         anytime = start_anytime(cfg, paths)

@@ -103,3 +103,12 @@ def test_the_real_command_prints_no_traceback(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: --config:")
     assert "Traceback" not in done.stderr
+
+
+def test_a_sweep_without_pretrained_weights_is_warned_about():
+    from sweep.config import SweepConfig
+
+    assert SweepConfig.model_validate({"model": {"pretrained": "laion2b_s34b_b79k"}}).warnings() == []
+    (random_clip,) = SweepConfig.model_validate({}).warnings()
+    assert random_clip.startswith("model.pretrained is null")
+    assert "preset model-soups" in SweepConfig.model_validate({"preset": "model-soups"}).warnings()[1]
