@@ -23,7 +23,8 @@ from soup.records import (TAG_BASE, TAG_BASE_CHECKSUM, TAG_MANIFEST, TAG_STORAGE
 from sweep.cluster import check_storage_writable, connect_ray, trial_concurrency
 from sweep.anytime import SoupPlateau, start_anytime_actor, stop_reason
 from sweep.config import SweepConfig
-from sweep.console import TrialConsole, log_file, say, sweep_console
+from sweep.console import log_file, say, sweep_console
+from sweep.trial_events import TrialConsole
 from sweep.manifest import collect_ingredients, final_checkpoint
 from sweep.space import param_space, scheduler, search_algorithm
 from sweep.tracking import (TAG_OFFER_ORDER, TrialRuns, close_interrupted_trials, open_sweep_run,
