@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 CONSOLE = "sweep.console"  # the logger whose records are the console's lines
 LOG_NAME = "console.log"
+OWN_PACKAGES = ("sweep", "soup", "trainers")  # whose warnings and errors the console shows
 say = logging.getLogger(CONSOLE).info
 
 
@@ -33,8 +34,9 @@ def log_file(sidecar: str, name: str) -> Path:
 class ConsoleHandler(logging.Handler):
     """Writes console lines above a sweep progress bar (shown on a terminal only)."""
 
-    def __init__(self, stream: TextIO):
-        super().__init__(logging.INFO)
+    def __init__(self, stream: TextIO, level: int = logging.INFO, form: str = "%(message)s"):
+        super().__init__(level)
+        self.setFormatter(logging.Formatter(form))
         self.stream = stream
         self.bar: tqdm | None = None
 
@@ -69,12 +71,18 @@ def sweep_console(path: Path, verbose: bool) -> Iterator[None]:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = not verbose  # the log file gets the lines too (through the root logger's stderr)
+    warnings = ConsoleHandler(stream, logging.WARNING, "warning: %(message)s")  # ours, also when Ray's are hidden
+    own = [] if verbose else [logging.getLogger(name) for name in OWN_PACKAGES]
+    for package in own:
+        package.addHandler(warnings)
     try:
         with contextlib.nullcontext() if verbose else _redirected(path):
             if not verbose:
                 say("Ray's and the workers' output: %s (--verbose prints it here)", path)
             yield
     finally:
+        for package in own:
+            package.removeHandler(warnings)
         logger.removeHandler(handler)
         handler.close()
         if not verbose:

@@ -16,6 +16,7 @@ SCRIPT = textwrap.dedent("""
     with sweep_console(Path(sys.argv[1]), verbose=sys.argv[2] == "verbose"):
         print("python noise"); print("stderr noise", file=sys.stderr)
         logging.getLogger("ray.tune").warning("tune noise")
+        logging.getLogger("soup.stage").warning("leaving out trial t2")
         os.system("echo child noise; echo child error >&2")
         say("trial t1 started")
     print("the table")
@@ -32,8 +33,8 @@ def run_console(log: Path, mode: str) -> str:
 def test_noise_goes_to_the_log_file_named_first(tmp_path):
     log = tmp_path / "sweep" / "console.log"
     shown = run_console(log, "quiet").splitlines()
-    assert shown == [f"Ray's and the workers' output: {log} (--verbose prints it here)", "trial t1 started",
-                     "the table"]
+    assert shown == [f"Ray's and the workers' output: {log} (--verbose prints it here)",
+                     "warning: leaving out trial t2", "trial t1 started", "the table"]
     kept = log.read_text()
     for noise in ("python noise", "stderr noise", "tune noise", "child noise", "child error", "trial t1 started"):
         assert noise in kept
