@@ -65,7 +65,9 @@ def wiseft_curve(curves: list[dict]) -> Figure:
         rows = [c for c in curves if c["target"] == target]
         for set_name in dict.fromkeys(r["set"] for r in rows):
             points = sorted((r["alpha"], 100 * r["top1"]) for r in rows if r["set"] == set_name)
-            ax.plot([p[0] for p in points], [p[1] for p in points], "o-", ms=3, label=set_name)
+            selection = set_name == "heldout"  # α is chosen on it: a selection score, drawn dashed
+            ax.plot([p[0] for p in points], [p[1] for p in points], "o--" if selection else "o-", ms=3,
+                    label=f"{set_name} (selection)" if selection else set_name)
         ax.set_title(f"WiSE-FT: zero-shot → {target}")
         ax.set_xlabel("α (0: zero-shot, 1: fine-tuned)")
         ax.set_ylabel("top-1, %")
