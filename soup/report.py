@@ -13,8 +13,8 @@ from soup.stage import SoupOutcome
 
 HELDOUT = "heldout"
 SELECTION = "selection"  # the metric-name segment and table group of held-out scores
-SELECTION_GROUP = "selection (held-out)"
-RESULTS_GROUP = "results (test, shifts)"
+SELECTION_GROUP = "selection"  # over the held-out column
+RESULTS_GROUP = "results"  # over test, the shift sets and their metrics
 
 
 def metric_name(method: str, set_name: str, metric: str = "top1") -> str:
