@@ -20,8 +20,10 @@ from soup.methods.options import SoupOptions
 from soup.methods.spec import DEFAULT_METHODS, METHODS, PARAMS, SOUP_METHODS, parse_methods
 from soup.pipeline import DEFAULT_EXPERIMENT, soup_experiment, soup_files
 from soup.inputs.records import check_tracking_uri
-from soup.outputs.report import format_table
+from soup.outputs.report import format_spread, format_table
+from soup.outputs.soup_run import ui_url
 from trainers.config import validate
+from trainers.prompts import TEMPLATES
 from trainers.errors import UserError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -55,7 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="globs of checkpoint directories or weight files (.safetensors, .pt, .pth, .bin)")
     files.add_argument("--base", help="the shared initialisation (zero-shot model): checkpoint dir or weights file")
     files.add_argument("--model", help="open_clip architecture of weights without meta.json (e.g. ViT-B-32)")
-    files.add_argument("--templates", choices=["openai-7", "simple"], help="prompts for zero-shot heads")
+    files.add_argument("--templates", choices=list(TEMPLATES), help="prompts for zero-shot heads")
     for split in ("heldout", "test", "train"):
         files.add_argument(f"--{split}", help=f"{split} split (Parquet)" + (", only to recompute BatchNorm "
                            "statistics" if split == "train" else ""))
@@ -107,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(format_table(result.outcome))
-    print(f"\nsoup run {result.run_id} logged in experiment {result.experiment_id} at {args.tracking_uri}")
+    spread = format_spread(result.outcome)
+    if spread:
+        print(spread)
+    print(f"\nsoup run {result.run_id} logged in experiment {result.experiment_id} at {args.tracking_uri}\n"
+          f"  {ui_url(uri, result.experiment_id)}")
     return 0
 
 

@@ -20,7 +20,7 @@ from soup.inputs.manifest import Ingredient, ingredients_from_runs, manifest_exi
 from soup.methods.options import SoupOptions
 from soup.methods.spec import NEEDS_BASE
 from soup.inputs.records import TAG_BASE, TAG_MANIFEST, artifact_location, find_experiment, require_sweep_run
-from soup.outputs.soup_run import log_soup_run
+from soup.outputs.soup_run import MODEL_TRAINING, log_soup_run, soup_run
 from soup.inputs.base import base_from_checkpoint
 from soup.inputs.screening import require_usable
 from soup.make import make_soups
@@ -54,9 +54,9 @@ def soup_experiment(tracking_uri: str, experiment: str, methods: list[str] | Non
     with tempfile.TemporaryDirectory(prefix="soupsweep-soup-") as tmp:
         workdir = Path(tmp)
         base = base_from_checkpoint(sweep_run.data.tags[TAG_BASE], workdir)
-        outcome = make_soups(ingredients, base, chosen, workdir, greedy_start=greedy_start)
-        run_id = log_soup_run(client, found.experiment_id, sweep_run.info.run_id, outcome, chosen,
-                              {"manifest": manifest})
+        with soup_run(client, found.experiment_id, sweep_run.info.run_id) as run_id:
+            outcome = make_soups(ingredients, base, chosen, workdir, greedy_start=greedy_start)
+            log_soup_run(client, run_id, outcome, chosen, {"manifest": manifest})
     return SoupRun(outcome, found.experiment_id, run_id)
 
 
@@ -86,11 +86,12 @@ def soup_files(tracking_uri: str, inputs: ExplicitInputs, options: SoupOptions,
         workdir = Path(tmp)
         base = explicit_base(inputs, ingredients, workdir)
         options = _without_base_methods(options) if base.file is None else options
-        outcome = make_soups(ingredients, base, options, workdir)
         client = MlflowClient(tracking_uri)
         experiment_id = _experiment_id(client, experiment)
-        run_id = log_soup_run(client, experiment_id, None, outcome, options,
-                              {"ingredient_patterns": ",".join(inputs.patterns), "base": inputs.base or ""})
+        with soup_run(client, experiment_id, None) as run_id:
+            outcome = make_soups(ingredients, base, options, workdir)
+            log_soup_run(client, run_id, outcome, options,
+                         {"ingredient_patterns": ",".join(inputs.patterns), "base": inputs.base or ""})
     return SoupRun(outcome, experiment_id, run_id)
 
 
@@ -111,4 +112,4 @@ def _without_base_methods(options: SoupOptions) -> SoupOptions:
 def _experiment_id(client: MlflowClient, name: str) -> str:
     found = client.get_experiment_by_name(name)
     return found.experiment_id if found else client.create_experiment(
-        name, artifact_location=artifact_location(client.tracking_uri))
+        name, artifact_location=artifact_location(client.tracking_uri), tags=MODEL_TRAINING)

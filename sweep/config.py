@@ -5,6 +5,7 @@ search space and in every trial's meta.json.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -195,11 +196,22 @@ class SweepConfig(TrainConfig):
     def experiment_name(self) -> str:
         return self.mlflow.experiment or f"soupsweep-{time.strftime('%Y%m%d-%H%M%S')}"
 
+    def warnings(self) -> list[str]:
+        """What a user should know before the sweep runs (printed, one line each; nothing is refused)."""
+        if self.model.pretrained:
+            return []
+        found = ["model.pretrained is null: the zero-shot row, WiSE-FT and Tip-Adapter use a randomly "
+                 "initialised CLIP, and fine-tuning starts from it (set model.pretrained, e.g. laion2b_s34b_b79k)"]
+        if self.preset:
+            found.append(f"preset {self.preset}: its learning rates suit pretrained CLIP and train little from "
+                         "random weights; set model.pretrained or search larger optim.lr")
+        return found
+
     def to_params(self) -> dict[str, Any]:
         """Flat params for the sweep's MLflow run (the search space as one string per key)."""
         flat = flatten(self.model_dump(mode="json", exclude={"search"}))
         flat.update({f"search.{k}": v for k, v in self.search.model_dump(mode="json", exclude={"space"}).items()})
-        flat.update({f"search.space.{k}": str(d.model_dump(exclude_none=True)) for k, d in self.search.space.items()})
+        flat.update({f"search.space.{k}": json.dumps(d.model_dump(exclude_none=True)) for k, d in self.search.space.items()})
         return flat
 
 

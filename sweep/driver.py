@@ -23,6 +23,8 @@ from soup.inputs.records import (TAG_BASE, TAG_BASE_CHECKSUM, TAG_MANIFEST, TAG_
 from sweep.cluster import check_storage_writable, connect_ray, trial_concurrency
 from sweep.soup_actor import SoupPlateau, start_anytime_actor, stop_reason
 from sweep.config import SweepConfig
+from sweep.console import log_file, say, sweep_console
+from sweep.trial_events import TrialConsole
 from sweep.manifest import collect_ingredients, final_checkpoint
 from sweep.recovery import backfill_checkpoint_epochs, remove_orphan_checkpoints
 from sweep.storage_faults import retry_write
@@ -76,8 +78,9 @@ class SweepOutcome:
     soup: SoupRun
 
 
-def run_sweep(cfg: SweepConfig) -> SweepOutcome:
-    """Validate and prepare, sweep with Tune + Ray Train, record the trials, make the soups."""
+def run_sweep(cfg: SweepConfig, verbose: bool = False) -> SweepOutcome:
+    """Validate and prepare, sweep with Tune + Ray Train, record the trials, make the soups. Ray's
+    output goes to a log file unless `verbose` (sweep.console)."""
     check_dataset(cfg.data)  # every split, before anything is created or written
     check_tracking_uri(cfg.mlflow.tracking_uri)
     check_model_name(cfg.model.name)  # open_clip can build it here (hf-hub: fetched, transformers there)
@@ -86,7 +89,7 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
     paths = SweepPaths(cfg.storage_path, name)
     client = MlflowClient(cfg.mlflow.tracking_uri)
     require_new_sweep(client, name)
-    with connect_ray():
+    with sweep_console(log_file(paths.sidecar, name), verbose), connect_ray():
         check_storage_writable(cfg.storage_path)
         concurrency = trial_concurrency(cfg)
         checksum = prepare_base(cfg, paths)
@@ -94,6 +97,9 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
                 TAG_BASE_CHECKSUM: checksum}
         experiment_id, sweep_run_id = open_sweep_run(client, name, tags, cfg.to_params())
         client.log_dict(sweep_run_id, cfg.model_dump(mode="json"), CONFIG_ARTIFACT)
+        say("MLflow experiment %r (id %s) at %s", name, experiment_id, cfg.mlflow.tracking_uri)
+        for warning in cfg.warnings():
+            say("warning: %s", warning)
         callback = TrialRuns(cfg.mlflow.tracking_uri, experiment_id, sweep_run_id, cfg.train_config(),
                              name if cfg.anytime.enabled else None)
         anytime = start_anytime(cfg, paths)
@@ -103,14 +109,14 @@ def run_sweep(cfg: SweepConfig) -> SweepOutcome:
             tune_config=tune.TuneConfig(
                 num_samples=cfg.search.num_samples, search_alg=search_algorithm(cfg.search, concurrency),
                 scheduler=scheduler(cfg.search, max_epochs(cfg)), time_budget_s=cfg.search.time_budget_s),
-            run_config=tune.RunConfig(name=paths.name, storage_path=cfg.storage_path, callbacks=[callback],
+            run_config=tune.RunConfig(name=paths.name, storage_path=cfg.storage_path, callbacks=[callback, TrialConsole(cfg.search.num_samples, cfg.optim.epochs)],
                                       stop=SoupPlateau(cfg.anytime.stop_after) if cfg.anytime.stop_after else None,
                                       verbose=1),
         )
         return finish(cfg, client, experiment_id, sweep_run_id, paths, tuner, anytime)
 
 
-def resume_sweep(tracking_uri: str, experiment: str) -> SweepOutcome:
+def resume_sweep(tracking_uri: str, experiment: str, verbose: bool = False) -> SweepOutcome:
     """Continue a sweep whose driver died: same Tune experiment, same MLflow runs; finished trials
     are not trained again, interrupted ones resume from their last checkpoint."""
     check_tracking_uri(tracking_uri)
@@ -125,7 +131,7 @@ def resume_sweep(tracking_uri: str, experiment: str) -> SweepOutcome:
         raise UserError(f"--resume {experiment}: the sweep's Tune folder {paths.tune_dir} is gone or holds no "
                         "Tune experiment, so there is nothing to continue; run a new sweep (another "
                         "mlflow.experiment), or redo its soup with python -m soup.greedy")
-    with connect_ray():
+    with sweep_console(log_file(paths.sidecar, found.name), verbose), connect_ray():
         backfill_checkpoint_epochs(client, found.experiment_id, sweep_run.info.run_id, paths.storage, paths.name)
         remove_orphan_checkpoints(paths.storage, paths.name)
         anytime = start_anytime(cfg, paths)
@@ -153,6 +159,7 @@ def finish(cfg: SweepConfig, client: MlflowClient, experiment_id: str, sweep_run
         retry_write(lambda: write_manifest(paths.manifest, ingredients), paths.manifest, paths.sidecar,
                     cfg.resources.storage_patience_s,
                     f"python -m sweep.run --resume {paths.name} --tracking-uri {cfg.mlflow.tracking_uri}")
+        say("search done (%s); soup stage on %d trials", reason or "all trials ended", len(ingredients))
         soup = soup_experiment(cfg.mlflow.tracking_uri, experiment_id, **soup_options(cfg, summary))
     except BaseException:
         client.set_terminated(sweep_run_id, "FAILED")

@@ -17,7 +17,8 @@ import sys
 import yaml
 
 from soup.inputs.records import absolute_sqlite
-from soup.outputs.report import format_table
+from soup.outputs.report import format_spread, format_table
+from soup.outputs.soup_run import ui_url
 from sweep.config import SweepConfig
 from sweep.demo import demo_tree, make_demo_files
 from sweep.driver import SweepOutcome, resume_sweep, run_sweep
@@ -37,6 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key, e.g. --set optim.lr=1e-5 --set search.num_samples=8 "
                              "(VALUE is parsed as YAML); repeatable")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print Ray's, Tune's and the workers' output here instead of in the sweep's log file")
     parser.add_argument("--print-config", action="store_true", help="print the validated config and exit")
     parser.add_argument("--resume", metavar="EXPERIMENT",
                         help="continue the sweep recorded in this MLflow experiment (id or name) after its "
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.resume:
-            outcome = resume_sweep(absolute_sqlite(args.tracking_uri), args.resume)
+            outcome = resume_sweep(absolute_sqlite(args.tracking_uri), args.resume, args.verbose)
         else:
             cfg = load_config(args.config, args.set, args.cluster)
             if args.print_config:
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             if args.config is None:
                 make_demo_files()
-            outcome = run_sweep(cfg)
+            outcome = run_sweep(cfg, args.verbose)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -83,8 +86,13 @@ def main(argv: list[str] | None = None) -> int:
 def print_summary(outcome: SweepOutcome) -> None:
     uri = outcome.tracking_uri
     print("\n" + format_table(outcome.soup.outcome))
+    spread = format_spread(outcome.soup.outcome)
+    if spread:
+        print(spread)
+    local = not uri.startswith(("http://", "https://"))
     print(f"\nMLflow experiment {outcome.experiment!r} (id {outcome.experiment_id}); browse it with:\n"
-          f"  mlflow ui --backend-store-uri {uri}\n"
+          + (f"  mlflow ui --backend-store-uri {uri}\n" if local else "")
+          + f"  {ui_url(uri, outcome.experiment_id)}\n"
           f"redo the soup stage with:\n"
           f"  python -m soup.greedy --experiment {outcome.experiment} --tracking-uri {uri}")
 

@@ -7,6 +7,7 @@ best-so-far and anytime soup current. On resume it finds the runs it opened befo
 """
 from __future__ import annotations
 
+import json
 import logging
 import posixpath
 import time
@@ -21,6 +22,7 @@ from ray import tune
 
 from soup.inputs.manifest import DIVERGED, FAILED, FINISHED, STOPPED
 from sweep.soup_actor import BEST_SINGLE, MEMBERS, OFFERED, REPORT_KEYS, SOUP_GAIN
+from soup.outputs.soup_run import MODEL_TRAINING
 from sweep.queued_writes import QueuedWrites, log_table_once
 from sweep.space import resolve_overrides
 from sweep.trial import checkpoint_uri, kept_checkpoint
@@ -60,14 +62,16 @@ def open_sweep_run(client: MlflowClient, experiment: str, tags: dict[str, str], 
     require_new_sweep(client, experiment)
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(
-        experiment, artifact_location=artifact_location(client.tracking_uri))
+        experiment, artifact_location=artifact_location(client.tracking_uri), tags=MODEL_TRAINING)
+    for key, value in MODEL_TRAINING.items():  # also an empty experiment the user made
+        client.set_experiment_tag(experiment_id, key, value)
     run = client.create_run(experiment_id, run_name=f"sweep-{experiment}", tags={TAG_KIND: KIND_SWEEP, **tags})
     log_params(client, run.info.run_id, params)
     return experiment_id, run.info.run_id
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
-    items = [Param(k, v if isinstance(v, str) else str(v)) for k, v in params.items()]
+    items = [Param(k, v if isinstance(v, str) else json.dumps(v)) for k, v in params.items()]  # as TrainConfig's
     for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(run_id, params=items[start:start + 100])
 

@@ -5,6 +5,7 @@ in a TrialSpec (a Ray worker is a fresh process, so nothing is read from module 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import posixpath
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from sweep.storage_faults import fit_through_storage_faults
 from sweep.worker import train_worker
 from trainers import metrics as M
 from trainers.config import TrainConfig
+from trainers.uris import pyarrow_uri
 
 log = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train's checkpoint folders: checkpoint_<time>
@@ -93,7 +95,8 @@ def checkpoint_uri(storage_path: str, path: str) -> str:
 def kept_checkpoint(run_folder: str) -> str | None:
     """URI of the checkpoint Ray Train kept last in a Train run's folder (a URI), or None."""
     try:
-        result = ray.train.Result.from_path(run_folder)
+        with _no_snapshot_notice():
+            result = ray.train.Result.from_path(run_folder)
     except Exception:  # no run folder, or no snapshot in it
         return None
     return checkpoint_uri(run_folder, result.checkpoint.path) if result.checkpoint else None
@@ -106,7 +109,8 @@ def kept_checkpoint_names(fs: pafs.FileSystem, path: str, run_folder: str) -> se
     if fs.get_file_info(f"{path}/{SNAPSHOT}").type == pafs.FileType.NotFound:
         return set()
     try:
-        result = ray.train.Result.from_path(run_folder)
+        with _no_snapshot_notice():
+            result = ray.train.Result.from_path(run_folder)
     except Exception:
         return None
     kept = [checkpoint for checkpoint, _ in result.best_checkpoints or []] + [result.checkpoint]
@@ -117,7 +121,7 @@ def remove_unkept_checkpoints(run_folder: str) -> list[str]:
     """Delete the checkpoint folders of a Train run (a URI) that its snapshot does not keep: uploaded
     but never registered (the controller died, or its own write failed), or left for num_to_keep to
     delete. A run whose snapshot cannot be read is left alone. Returns the URIs deleted."""
-    fs, path = pafs.FileSystem.from_uri(run_folder if "://" in run_folder else f"file://{run_folder}")
+    fs, path = pafs.FileSystem.from_uri(pyarrow_uri(run_folder))
     kept = kept_checkpoint_names(fs, path, run_folder)
     if kept is None:
         return []
@@ -130,6 +134,24 @@ def remove_unkept_checkpoints(run_folder: str) -> list[str]:
     if removed:
         log.info("removed %d checkpoints that Ray Train does not keep: %s", len(removed), ", ".join(removed))
     return removed
+
+
+# Reading a finished run's result makes Ray Train log, at INFO, that "a run snapshot was found ...
+# delete the existing folder": meant for a new run reusing a name, wrong for a read.
+SNAPSHOT_LOGGER = "ray.train.v2._internal.execution.checkpoint.checkpoint_manager"
+
+
+@contextlib.contextmanager
+def _no_snapshot_notice():
+    def drop(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("A run snapshot was found")
+
+    logger = logging.getLogger(SNAPSHOT_LOGGER)
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 class ReportToTune(TuneReportCallback):

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from matplotlib.figure import Figure
+from matplotlib.transforms import offset_copy
 
 from soup.outputs.comparison import SHIFT_AVG, TEST, TRIAL
 
@@ -15,6 +16,8 @@ MARKERS = {"zeroshot": ("*", "black"), "best": ("D", "tab:gray"), "uniform": ("s
            "learned_layerwise": ("h", "tab:pink"), "ensemble": ("^", "tab:orange"),
            "greedy_ensemble": ("v", "tab:brown"), "baseline:zeroshot": ("*", "tab:olive"),
            "baseline:tip_adapter": ("d", "tab:cyan")}
+
+MARKER_GAP = 10  # points between markers that coincide
 
 
 def id_vs_shift(table: list[dict], curves: list[dict]) -> Figure | None:
@@ -30,15 +33,27 @@ def id_vs_shift(table: list[dict], curves: list[dict]) -> Figure | None:
     for target in sorted({c["target"] for c in curves}):
         points = _curve_points(curves, target)
         ax.plot([p[0] for p in points], [p[1] for p in points], "--", lw=1, label=f"WiSE-FT → {target}", zorder=1)
-    for method, (marker, color) in MARKERS.items():
-        if (method, TEST) in cell:
-            ax.scatter(100 * cell[(method, TEST)], 100 * cell[(method, SHIFT_AVG)], marker=marker, c=color,
-                       s=90, label=method, zorder=3)
-    ax.set_xlabel("in-distribution (test) top-1, %")
+    shown = [m for m in MARKERS if (m, TEST) in cell]
+    points = {m: (100 * cell[(m, TEST)], 100 * cell[(m, SHIFT_AVG)]) for m in shown}
+    for method in shown:
+        marker, color = MARKERS[method]
+        ax.scatter(*points[method], marker=marker, c=color, s=90, label=method, zorder=3,
+                   transform=offset_copy(ax.transData, fig=fig, x=_spread(method, points), units="points"))
+    if points:  # offset markers do not count for autoscaling: their data points do
+        ax.update_datalim(list(points.values()))
+        ax.autoscale_view()
+    ax.set_xlabel("in-distribution (test) top-1, %  (markers at the same place are set side by side)")
     ax.set_ylabel("distribution shift (mean over shift sets) top-1, %")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return fig
+
+
+def _spread(method: str, points: dict[str, tuple[float, float]]) -> float:
+    """Horizontal offset (points) of a marker among those at the same place (e.g. greedy = best when
+    the greedy soup kept one model), so that none hides another; 0 for a marker alone."""
+    same = [m for m, p in points.items() if p == points[method]]
+    return MARKER_GAP * (same.index(method) - (len(same) - 1) / 2)
 
 
 def wiseft_curve(curves: list[dict]) -> Figure:
@@ -50,7 +65,9 @@ def wiseft_curve(curves: list[dict]) -> Figure:
         rows = [c for c in curves if c["target"] == target]
         for set_name in dict.fromkeys(r["set"] for r in rows):
             points = sorted((r["alpha"], 100 * r["top1"]) for r in rows if r["set"] == set_name)
-            ax.plot([p[0] for p in points], [p[1] for p in points], "o-", ms=3, label=set_name)
+            selection = set_name == "heldout"  # α is chosen on it: a selection score, drawn dashed
+            ax.plot([p[0] for p in points], [p[1] for p in points], "o--" if selection else "o-", ms=3,
+                    label=f"{set_name} (selection)" if selection else set_name)
         ax.set_title(f"WiSE-FT: zero-shot → {target}")
         ax.set_xlabel("α (0: zero-shot, 1: fine-tuned)")
         ax.set_ylabel("top-1, %")

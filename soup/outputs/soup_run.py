@@ -6,6 +6,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import contextlib
+from typing import Iterator
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 from mlflow.entities import Metric, Param
@@ -15,30 +18,48 @@ from soup.outputs.comparison import BASELINE
 from soup.outputs.figures import id_vs_shift, wiseft_curve
 from soup.methods.options import SoupOptions
 from soup.inputs.records import KIND_SOUP, TAG_KIND, TAG_PARENT
-from soup.outputs.report import metric_name
+from soup.outputs.report import HELDOUT, SELECTION, legacy_metric_name, metric_name, wide_rows
 from soup.outputs.outcome import SoupOutcome
 from trainers.checkpoint import META
+from trainers.errors import UserError
 
 SOUP_RUN_PREFIX = "soup"
 CELL_METRICS = ("top1", "macro_f1", "ece")
 
 
-def log_soup_run(client: MlflowClient, experiment_id: str, parent_run_id: str | None, outcome: SoupOutcome,
-                 options: SoupOptions, params: dict[str, str]) -> str:
-    """One MLflow run (a child of the sweep run, when there is one) holding the whole soup stage."""
+# What MLflow 3.17 reads to call an experiment "Machine learning" (custom model development) rather
+# than GenAI; its UI opens on the runs only with ?workflowType=machine_learning in the URL (checked in
+# Chromium: the tag alone leaves the GenAI overview on a first visit), so ui_url adds it.
+MODEL_TRAINING = {"mlflow.experimentKind": "custom_model_development"}
+STAGE_SECONDS = "stage_seconds"  # the stage's time, measured from just before the run is created to its last write
+
+
+@contextlib.contextmanager
+def soup_run(client: MlflowClient, experiment_id: str, parent_run_id: str | None) -> Iterator[str]:
+    """The soup run (a child of the sweep run, when there is one), open while the stage works, so
+    that its duration is the stage's; it ends FINISHED, or FAILED when the stage raised."""
     tags = {TAG_KIND: KIND_SOUP, **({TAG_PARENT: parent_run_id} if parent_run_id else {})}
+    started = time.time()
     run = client.create_run(experiment_id, run_name=f"{SOUP_RUN_PREFIX}-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags)
-    run_id = run.info.run_id
     try:
-        log_values(client, run_id, outcome, options, params)
-        log_tables(client, run_id, outcome)
-        log_figures(client, run_id, outcome)
-        log_soups(client, run_id, outcome, options)
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
+        yield run.info.run_id
+        client.log_metric(run.info.run_id, STAGE_SECONDS, time.time() - started)
+    except UserError:  # a mistake found before anything was made: leave no run behind
+        client.delete_run(run.info.run_id)
         raise
-    client.set_terminated(run_id, "FINISHED")
-    return run_id
+    except BaseException:
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    client.set_terminated(run.info.run_id, "FINISHED")
+
+
+def log_soup_run(client: MlflowClient, run_id: str, outcome: SoupOutcome, options: SoupOptions,
+                 params: dict[str, str]) -> None:
+    """Everything the stage made, into its open soup run."""
+    log_values(client, run_id, outcome, options, params)
+    log_tables(client, run_id, outcome)
+    log_figures(client, run_id, outcome)
+    log_soups(client, run_id, outcome, options)
 
 
 def log_values(client: MlflowClient, run_id: str, outcome: SoupOutcome, options: SoupOptions,
@@ -48,6 +69,8 @@ def log_values(client: MlflowClient, run_id: str, outcome: SoupOutcome, options:
     names |= {r["method"] for r in outcome.table if r["method"].startswith(BASELINE)}
     metrics = [Metric(metric_name(r["method"], r["set"], m), r[m], now, 0)
                for r in outcome.table if r["method"] in names for m in CELL_METRICS]
+    metrics += [Metric(legacy_metric_name(r["method"], r["set"], m), r[m], now, 0)  # old names, one release
+                for r in outcome.table if r["method"] in names and r["set"] == HELDOUT for m in CELL_METRICS]
     metrics += [Metric(metric_name(r["method"], r["set"], "mcnemar_p"), r["mcnemar_p"], now, 0)
                 for r in outcome.table if r["mcnemar_p"] is not None and r["method"] in names]
     for result in outcome.results:
@@ -69,6 +92,7 @@ def log_values(client: MlflowClient, run_id: str, outcome: SoupOutcome, options:
 
 def log_tables(client: MlflowClient, run_id: str, outcome: SoupOutcome) -> None:
     client.log_table(run_id, columns(outcome.table), "comparison.json")
+    client.log_table(run_id, columns(wide_rows(outcome)), "comparison_wide.json")
     for result in outcome.results:
         if result.trace:
             client.log_table(run_id, columns(result.trace), f"{result.name}_trace.json")
@@ -76,11 +100,12 @@ def log_tables(client: MlflowClient, run_id: str, outcome: SoupOutcome) -> None:
             if rows:
                 client.log_table(run_id, columns(rows), f"{result.name}_{key}.json")
     client.log_dict(run_id, outcome.skipped, "left_out.json")
-    with tempfile.TemporaryDirectory(prefix="soupsweep-report-") as tmp:
-        for name, rows in (("comparison", outcome.table), ("per_class", outcome.per_class)):
-            if rows:
-                pq.write_table(pa.Table.from_pylist(rows), Path(tmp) / f"{name}.parquet")
-                client.log_artifact(run_id, str(Path(tmp) / f"{name}.parquet"))
+    if outcome.per_class:  # an MLflow table the UI previews (Parquet it cannot)
+        client.log_table(run_id, columns(outcome.per_class), "per_class.json")
+    with tempfile.TemporaryDirectory(prefix="soupsweep-report-") as tmp:  # for analysis outside MLflow
+        if outcome.table:
+            pq.write_table(pa.Table.from_pylist(outcome.table), Path(tmp) / "comparison.parquet")
+            client.log_artifact(run_id, str(Path(tmp) / "comparison.parquet"))
 
 
 def log_figures(client: MlflowClient, run_id: str, outcome: SoupOutcome) -> None:
@@ -98,8 +123,8 @@ def log_soups(client: MlflowClient, run_id: str, outcome: SoupOutcome, options: 
     made = [r for r in outcome.results if r.weights is not None]
     for result in made:
         meta_file = result.weights / META
-        meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "soup_run_id": run_id},
-                                        indent=2, sort_keys=True))
+        meta = {**json.loads(meta_file.read_text()), "soup_run_id": run_id, **soup_record(outcome, result.name)}
+        meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True))
         client.log_artifacts(run_id, str(result.weights), f"soups/{result.weights.name}")
     if options.register_as:
         from soup.outputs.mlflow_model import register_soup  # late: defining its PythonModel makes MLflow warn
@@ -110,6 +135,26 @@ def log_soups(client: MlflowClient, run_id: str, outcome: SoupOutcome, options: 
         from soup.open_clip_export import export_open_clip
 
         export_open_clip(next(r for r in made if r.name == options.register_method).weights, options.export_open_clip)
+
+
+def ui_url(tracking_uri: str, experiment_id: str, server: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI page of an experiment's runs (model training view); `server`: where `mlflow ui`
+    listens, when the tracking URI is not itself a server."""
+    root = tracking_uri if tracking_uri.startswith(("http://", "https://")) else server
+    return f"{root.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def soup_record(outcome: SoupOutcome, method: str) -> dict:
+    """What a soup's meta.json says of itself: its metrics per set (held-out under `selection`: what
+    it was chosen on), and each member's MLflow run and training config (the base config above is
+    the sweep's, which no member trained with exactly)."""
+    rows = [r for r in outcome.table if r["method"] == method]
+    metrics = {(f"{SELECTION}/{r['set']}" if r["set"] == HELDOUT else r["set"]): {m: r[m] for m in CELL_METRICS}
+               for r in rows}
+    members = next(r.members for r in outcome.results if r.name == method)
+    by_id = {s.trial_id: s.ingredient for s in outcome.scored}
+    return {"metrics": metrics, "member_runs": {m: {"mlflow_run_id": by_id[m].mlflow_run_id, "config": by_id[m].config}
+                                                for m in members if m in by_id}}
 
 
 def columns(rows: list[dict]) -> dict[str, list]:

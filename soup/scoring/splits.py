@@ -11,7 +11,10 @@ from trainers.data.cache import covers_mask, load_eval_set, project_logits
 
 
 class SplitKind(enum.Enum):
-    HELDOUT = "heldout"  # selects ingredients (greedy soup, best model); never reported as a result
+    # The selection split: best model, greedy soup/ensemble order and acceptance, the anytime soup (and
+    # soup_gain), WiSE-FT's α, the learned soups' weights, Tip-Adapter's α/β. Its scores are shown
+    # apart, as selection scores, never as results (docs/config.md, "What held-out selects").
+    HELDOUT = "heldout"
     TEST = "test"  # in-distribution report
     SHIFT = "shift"  # distribution-shift report
 

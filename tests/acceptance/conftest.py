@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.acceptance.demo import Demo, run_demo
 from tests.acceptance.services import ROOT, MlflowServer, RayHead
 
 
@@ -40,3 +41,9 @@ def output_dir() -> Path:
     path = Path(os.environ.get("SOUPSWEEP_TEST_OUTPUT", ROOT / "test-output")) / "acceptance"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="package")
+def demo(services, demo_data, pretrained_file, tmp_path_factory) -> Demo:
+    """One demo sweep for the package's tests that read it (test_mlflow_ui, test_sweep_journey)."""
+    return run_demo(services, demo_data, pretrained_file, tmp_path_factory.mktemp("demo"))

@@ -11,62 +11,21 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
 from soup.inputs.records import (KIND_SOUP, KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_KIND, TAG_MANIFEST, TAG_PARENT,
                           TAG_STORAGE)
 from sweep.demo import DEMO_CONFIG
+from soup.outputs.report import metric_name
 from sweep.tracking import TAG_STATUS
-from tests.acceptance.services import ROOT, artifact, attach, metrics, params, rest, tags, wait_for_job
-from tests.conftest import data_section
+from tests.acceptance.demo import CHROMIUM_FLAGS, EPOCHS, EXPERIMENT, TRIALS, runs_of
+from tests.acceptance.services import ROOT, artifact, attach, metrics, params, rest, tags
 
 pytestmark = pytest.mark.slow
-EXPERIMENT = "acceptance-demo"
-TRIALS, EPOCHS = 3, 2
 METHODS = ("zeroshot", "best", "uniform", "greedy")
 SETS = ("heldout", "test", "shift/sketch")
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"]
-
-
-@dataclass
-class Demo:
-    server: str
-    storage: Path
-    job_status: str
-    job_logs: str
-
-
-@pytest.fixture(scope="module")
-def demo(services, demo_data, pretrained_file, tmp_path_factory) -> Demo:
-    """The embedded demo config (sweep/configs/demo.yaml) as `python -m sweep.run` fills it in, with the
-    session's generated data and stand-in weights (made once for the whole test session), made smaller
-    for CI (3 trials of 2 epochs), pointed at the MLflow server, written to a YAML file, submitted."""
-    tmp = tmp_path_factory.mktemp("demo")
-    tree = yaml.safe_load(DEMO_CONFIG.read_text())
-    tree["model"]["pretrained"] = pretrained_file
-    tree["data"] = data_section(demo_data)
-    tree["search"]["num_samples"] = TRIALS
-    tree["search"]["space"]["optim.epochs"] = {"choice": [EPOCHS]}
-    tree["storage_path"] = str(tmp / "storage")
-    tree["mlflow"] = {"tracking_uri": services.mlflow.url, "experiment": EXPERIMENT}
-    config = tmp / "demo.yaml"
-    config.write_text(yaml.safe_dump(tree))
-    job_id = services.ray.submit(config)
-    jobs = services.ray.jobs()
-    status = wait_for_job(jobs, job_id)
-    return Demo(services.mlflow.url, tmp / "storage", status, jobs.get_job_logs(job_id))
-
-
-def runs_of(server: str, kind: str) -> list[dict]:
-    experiment = rest(server, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]
-    found = rest(server, "runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 1000,
-                                         "filter": f"tags.`{TAG_KIND}` = '{kind}'"})
-    return found.get("runs", [])
 
 
 def soup_greedy(server: str, *extra: str) -> subprocess.CompletedProcess:
@@ -81,9 +40,24 @@ def soup_run_named(server: str, output: str) -> dict:
 
 def test_submitted_sweep_succeeds_on_the_head(demo):
     assert demo.job_status == "SUCCEEDED", demo.job_logs[-6000:]
-    # attached to the head (its 4 logical CPUs) instead of starting a cluster of its own
-    assert "Connecting to existing Ray cluster" in demo.job_logs and "'CPU': 4.0" in demo.job_logs
     assert "greedy" in demo.job_logs and f"python -m soup.greedy --experiment {EXPERIMENT}" in demo.job_logs
+    # attached to the head (its 4 logical CPUs) instead of starting a cluster of its own: Ray says so in
+    # the log file the sweep names first, not on the console
+    log_file = Path(re.search(r"Ray's and the workers' output: (\S+)", demo.job_logs).group(1))
+    assert log_file == demo.storage / f"{EXPERIMENT}-soupsweep" / "console.log"
+    ray_output = log_file.read_text()
+    assert "Connecting to existing Ray cluster" in ray_output and "'CPU': 4.0" in ray_output
+
+
+def test_console_is_a_few_lines_per_trial_then_the_table(demo):
+    lines = demo.job_logs.splitlines()
+    table = lines.index(next(line for line in lines if line.startswith("method ")))
+    trial_lines = [line for line in lines[:table] if line.startswith("trial ")]
+    assert 2 * TRIALS <= len(trial_lines) <= 3 * TRIALS, "\n".join(lines[:table])  # started, ended, offered
+    assert len(lines[:table]) <= 5 * TRIALS + 5, "\n".join(lines[:table])
+    assert len(lines) - table <= 25, "\n".join(lines[table:])  # the table, the UI link, the soup command
+    noise = ("run snapshot was found", "PreemptionWatcher", "worker processes have been started", "TrainingReport")
+    assert not [line for line in lines if any(n in line for n in noise)]
 
 
 def test_sweep_and_trial_runs_through_the_rest_api(demo):
@@ -128,12 +102,24 @@ def test_soup_run_metrics_table_and_artifacts(demo):
         for split in SETS:
             cell = cells[(method, split)]
             assert 0 < cell["top1"] <= 1
-            assert values[f"{method}/{split}/top1"] == pytest.approx(cell["top1"])  # metric == table cell
+            assert values[metric_name(method, split)] == pytest.approx(cell["top1"])  # metric == table cell
+    assert values["greedy/selection/heldout/top1"] == values["greedy/heldout/top1"]  # the old name, one release
+    wide = json.loads(artifact(demo.server, run, "comparison_wide.json"))
+    greedy = dict(zip(wide["columns"], next(row for row in wide["data"] if row[0] == "greedy")))
+    assert greedy["selection: heldout top-1 %"] == round(100 * cells[("greedy", "heldout")]["top1"], 2)
+    assert greedy["test top-1 %"] == round(100 * cells[("greedy", "test")]["top1"], 2)
+    per_class = json.loads(artifact(demo.server, run, "per_class.json"))
+    assert {"method", "set", "class", "precision", "recall", "support"} <= set(per_class["columns"])
     listed = rest(demo.server, "artifacts/list", run_id=run["info"]["run_id"], path="soups/greedy")
     names = {Path(f["path"]).name: f for f in listed["files"]}
     assert names["model.safetensors"]["file_size"] > 10_000 and "meta.json" in names
     meta = json.loads(artifact(demo.server, run, "soups/greedy/meta.json"))
     assert meta["soup_run_id"] == run["info"]["run_id"]
+    assert meta["metrics"]["test"]["top1"] == pytest.approx(cells[("greedy", "test")]["top1"])
+    assert "selection/heldout" in meta["metrics"] and set(meta["member_runs"]) == set(meta["members"])
+    trial_runs = {t["info"]["run_id"]: t for t in runs_of(demo.server, KIND_TRIAL)}
+    for member in meta["member_runs"].values():
+        assert member["config"]["optim"]["lr"] == pytest.approx(float(params(trial_runs[member["mlflow_run_id"]])["optim.lr"]))
     assert json.loads(artifact(demo.server, run, "left_out.json")) == {}
     assert artifact(demo.server, run, "comparison.parquet")[:4] == b"PAR1"
 

@@ -68,6 +68,7 @@ def test_sweep_survives_an_mlflow_outage_and_a_killed_worker(services, demo_data
         (output_dir / "faults-job.log").write_text(jobs.get_job_logs(job_id))
     logs = jobs.get_job_logs(job_id)
     assert status == "SUCCEEDED", logs[-6000:]
+    logs += (storage / f"{EXPERIMENT}-soupsweep" / "console.log").read_text()  # Ray's output, and our log records
     assert re.search(r"MLflow at \S+ is not answering", logs) and re.search(r"MLflow at \S+ answers again", logs)
     assert "[FailurePolicy] RETRY" in logs  # Ray Train restarted the killed worker's group
 

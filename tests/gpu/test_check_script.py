@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from soup.report import format_table
-from soup.stage import SoupOutcome
+from soup.outputs.report import format_table
+from soup.outputs.outcome import SoupOutcome
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "gpu_check.sh"

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from tests.gpu import NEEDS_CUDA
-from soup.methods import METHODS
-from soup.options import SoupOptions
-from soup.evaluation import Evaluator
-from soup.splits import load_eval_sets
-from soup.stage import base_from_checkpoint, make_soups
+from soup.methods.spec import METHODS
+from soup.methods.options import SoupOptions
+from soup.scoring.evaluation import Evaluator
+from soup.scoring.splits import load_eval_sets
+from soup.inputs.base import base_from_checkpoint
+from soup.make import make_soups
 from tests.soup.conftest import soup_inputs  # noqa: F401  (a fixture: three tiny ingredients and their base)
 from trainers.model import build_classifier
 

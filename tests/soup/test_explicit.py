@@ -153,3 +153,13 @@ def test_ingredient_names_come_from_the_files(tmp_path):
     assert [i.trial_id for i in clashing] == [str(tmp_path / "a/x.pt"), str(tmp_path / "b/x.pt")]
     with pytest.raises(UserError, match="matches nothing"):
         explicit_ingredients([str(tmp_path / "none/*")])
+
+
+def test_templates_flag_offers_what_the_config_accepts():
+    import typing
+
+    from soup.greedy import parse_args
+    from trainers.config import ModelConfig
+
+    accepted = typing.get_args(ModelConfig.model_fields["templates"].annotation)
+    assert [parse_args(["--templates", name]).templates for name in accepted] == list(accepted)

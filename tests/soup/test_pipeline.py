@@ -3,6 +3,7 @@ section reach it, and the soup run holds lineage back to the trial runs."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from soup.outputs.mlflow_model import TAG_INGREDIENT_RUNS, TAG_REGISTERED
 from soup.pipeline import soup_experiment
 from soup.inputs.records import (KIND_SOUP, KIND_SWEEP, KIND_TRIAL, TAG_BASE, TAG_CHECKPOINT, TAG_KIND, TAG_MANIFEST,
                           TAG_PARENT, TAG_STATUS, TAG_TRIAL_ID, artifact_location)
+from soup.outputs.report import format_spread
+from soup.outputs.soup_run import STAGE_SECONDS
 from sweep.config import SoupSection
 from trainers.config import TrainConfig
 from trainers.errors import UserError
@@ -52,6 +55,29 @@ def test_the_sweep_config_soup_section_reaches_the_stage(recorded_sweep):
     assert meta["soup_run_id"] == result.run_id and meta["method"] == "uniform"
     assert meta["lineage"] == {f"trial{i}": f"run-of-trial{i}" for i in (1, 2, 3)}
     assert "zeroshot/test/top1" not in run.data.metrics and "uniform/test/mcnemar_p" in run.data.metrics
+    assert re.match(r"greedy soup over 2 random orders: heldout \(selection\) [\d.]+ ± [\d.]+% \[",
+                    format_spread(result.outcome))
+
+
+def test_the_soup_run_spans_the_stage_and_says_what_it_made(recorded_sweep):
+    uri, client, _ = recorded_sweep
+    result = soup_experiment(uri, "recorded", ["uniform", "greedy"], device="cpu")
+    run = client.get_run(result.run_id)
+    # open from before the first ingredient was scored until after the last write (it used to be created
+    # at the end, lasting only the logging)
+    assert run.info.end_time - run.info.start_time >= 1000 * run.data.metrics[STAGE_SECONDS] - 1
+    assert run.data.metrics["greedy/selection/heldout/top1"] == run.data.metrics["greedy/heldout/top1"]
+    assert json.loads(run.data.params["wiseft_alphas"]) == [round(0.1 * i, 1) for i in range(11)]  # JSON
+    wide = json.loads(Path(client.download_artifacts(result.run_id, "comparison_wide.json")).read_text())
+    assert wide["columns"][:3] == ["method", "selection: heldout top-1 %", "test top-1 %"]
+    assert [row[0] for row in wide["data"]] == ["uniform", "greedy"]
+    per_class = json.loads(Path(client.download_artifacts(result.run_id, "per_class.json")).read_text())
+    assert per_class["columns"][:3] == ["method", "set", "class"] and len(per_class["data"]) > 0
+    meta = json.loads(Path(client.download_artifacts(result.run_id, "soups/greedy/meta.json")).read_text())
+    greedy_test = next(r for r in result.outcome.table if r["method"] == "greedy" and r["set"] == "test")
+    assert meta["metrics"]["test"]["top1"] == greedy_test["top1"] and "selection/heldout" in meta["metrics"]
+    assert set(meta["member_runs"]) == set(meta["members"])
+    assert all(m["mlflow_run_id"].startswith("run-of-") and "config" in m for m in meta["member_runs"].values())
 
 
 def test_methods_tie_rule_and_device_reach_the_soup_run_and_bad_alphas_are_refused(recorded_sweep):

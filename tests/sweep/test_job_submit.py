@@ -74,11 +74,12 @@ def test_job_submit_runs_the_sweep_on_the_head(ray_head, demo_data, pretrained_f
     config.write_text(yaml.safe_dump(tree))
     ray_bin = str(Path(sys.executable).parent / "ray")
     done = subprocess.run([ray_bin, "job", "submit", "--address", dashboard, "--working-dir", str(ROOT), "--",
-                           "python", "-m", "sweep.run", "--config", str(config)],
+                           "python", "-m", "sweep.run", "--config", str(config), "--verbose"],
                           env=env, capture_output=True, text=True, timeout=600)
     output = done.stdout + done.stderr
     assert done.returncode == 0 and "succeeded" in output, output[-4000:]
-    # attached to the head (4 logical CPUs; a new local cluster here would count 2 cores), none started
+    # attached to the head (4 logical CPUs; a new local cluster here would count 2 cores), none started;
+    # Ray says so on the console with --verbose (else in the sweep's log file)
     assert "Connecting to existing Ray cluster" in output and "'CPU': 4.0" in output
     assert "greedy" in output and "mlflow ui --backend-store-uri" in output
 

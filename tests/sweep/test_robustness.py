@@ -140,7 +140,8 @@ def test_trial_that_raises_once_is_retried_from_its_checkpoint(demo_data, tmp_pa
     tree["resources"]["max_failures"] = 1
     markers, log = tmp_path / "raised", tmp_path / "log.txt"
     env = {"PYTHONPATH": f"{FAULT_INJECTION}{os.pathsep}{ROOT}", "SOUPSWEEP_RAISE_ONCE": f"3:{markers}"}
-    output = finish(start_sweep(["--config", str(write_config(tmp_path, tree))], log, env=env), log)
+    # --verbose: the worker's error text is on the console (else in the sweep's log file)
+    output = finish(start_sweep(["--config", str(write_config(tmp_path, tree)), "--verbose"], log, env=env), log)
     assert "injected fault at epoch 3" in output and any(markers.iterdir())
     (run,) = trial_runs(tree["mlflow"]["tracking_uri"], "tiny-sweep")
     assert run.data.tags[TAG_STATUS] == FINISHED

@@ -25,7 +25,7 @@ from sweep.demo import DEMO_DATA_DIR
 from tests.acceptance.services import MlflowServer
 from tests.conftest import RunsAShell, tiny_sweep_tree
 from tests.sweep.test_job_submit import free_ports
-from trainers.model import SHIPPED_CONFIGS
+from trainers.architectures import SHIPPED_CONFIGS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -221,3 +221,12 @@ def test_pretrained_weights_that_pickle_code(capsys, demo_data, tmp_path):
     assert f"model.pretrained: {weights} holds code (posix.system) besides tensors and was refused unread" in err
     assert not (tmp_path / "it-ran").exists()
     assert_nothing_created(tmp_path)
+
+
+def test_a_sweep_without_pretrained_weights_is_warned_about():
+    from sweep.config import SweepConfig
+
+    assert SweepConfig.model_validate({"model": {"pretrained": "laion2b_s34b_b79k"}}).warnings() == []
+    (random_clip,) = SweepConfig.model_validate({}).warnings()
+    assert random_clip.startswith("model.pretrained is null")
+    assert "preset model-soups" in SweepConfig.model_validate({"preset": "model-soups"}).warnings()[1]
