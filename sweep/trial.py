@@ -5,6 +5,7 @@ in a TrialSpec (a Ray worker is a fresh process, so nothing is read from module 
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,12 +42,14 @@ def train_run_name(experiment: str, trial_id: str) -> str:
 
 
 def run_trial(overrides: dict[str, Any], spec: TrialSpec) -> None:
+    started = time.time()  # the trial's first phase stamp (timeline/trial_start), reported by its workers
     trial_id = tune.get_context().get_trial_id()
     cfg = TrainConfig.model_validate(spec.base_config).with_overrides(resolve_overrides(overrides))
     resources = {"CPU": spec.cpus_per_worker, "GPU": spec.gpus_per_worker}
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"config": cfg.model_dump(mode="json"), "base_dir": spec.base_dir, "trial_id": trial_id},
+        train_loop_config={"config": cfg.model_dump(mode="json"), "base_dir": spec.base_dir, "trial_id": trial_id,
+                           "trial_start": started},
         torch_config=TorchConfig(backend="nccl" if spec.gpus_per_worker else "gloo"),
         scaling_config=ScalingConfig(num_workers=spec.workers, use_gpu=spec.gpus_per_worker > 0,
                                      resources_per_worker=resources),
@@ -97,4 +100,6 @@ class ReportToTune(TuneReportCallback):
         self.defaults = defaults
 
     def after_report(self, run_context, metrics, checkpoint):
-        super().after_report(run_context, [{**self.defaults, **metrics[0]}, *metrics[1:]], checkpoint)
+        # Stamped when the controller has the report, its checkpoint persisted (timeline/received).
+        received = {**self.defaults, **metrics[0], "timeline/received": time.time()}
+        super().after_report(run_context, [received, *metrics[1:]], checkpoint)
