@@ -22,8 +22,7 @@ from soup.ingredients import DIVERGED, FAILED, FINISHED, STOPPED
 from sweep.anytime import BEST_SINGLE, MEMBERS, OFFERED, REPORT_KEYS, SOUP_GAIN
 from sweep.queued_writes import QueuedWrites, log_table_once
 from sweep.space import resolve_overrides
-from sweep.trial import checkpoint_uri, kept_checkpoint
-from sweep.worker import TIMELINE
+from sweep.trial import TIMELINE, checkpoint_uri, kept_checkpoint
 from soup.records import (artifact_location, KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_KIND, TAG_PARENT, TAG_STORAGE,
                           TAG_TRIAL_ID, find_sweep_run)
 from trainers import metrics as M

@@ -15,11 +15,12 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from sweep.anytime import SOUP_GAIN, offer_to_soup
 from sweep.space import resolve_overrides
-from sweep.worker import train_worker
 from trainers import metrics as M
 from trainers.config import TrainConfig
+
+
+TIMELINE = "timeline/"  # prefix of a trial's phase stamps (time.time()), metrics of its MLflow run
 
 
 @dataclass
@@ -56,7 +57,7 @@ def run_trial(overrides: dict[str, Any], spec: TrialSpec) -> None:
         run_config=RunConfig(
             name=train_run_name(spec.experiment, trial_id),
             storage_path=spec.storage_path,
-            callbacks=[ReportToTune({SOUP_GAIN: 0.0} if spec.objective == "soup_gain" else {})],
+            callbacks=[ReportToTune(soup_gain_default(spec.objective))],
             checkpoint_config=CheckpointConfig(num_to_keep=1),  # the last epoch: the ingredient
             failure_config=FailureConfig(max_failures=spec.max_failures),
         ),
@@ -66,10 +67,31 @@ def run_trial(overrides: dict[str, Any], spec: TrialSpec) -> None:
         tune.report(soup_result(spec, trial_id, cfg, result))
 
 
+# A trial's own process imports this module before Tune starts the trial. It needs neither the training
+# loop (open_clip, torchvision: the workers import it) nor the anytime soup's modules unless the sweep
+# keeps one, so those are imported where they are used: a trial starts seconds earlier (docs/benchmarks.md).
+def train_worker(payload: dict[str, Any]) -> None:
+    """The Ray Train workers' entry (sweep.worker.train_worker), imported on the workers only."""
+    from sweep.worker import train_worker as train
+
+    train(payload)
+
+
+def soup_gain_default(objective: str) -> dict[str, float]:
+    """The soup gain before the trial was offered, in every result when the searcher reads it."""
+    if objective != "soup_gain":
+        return {}
+    from sweep.anytime import SOUP_GAIN
+
+    return {SOUP_GAIN: 0.0}
+
+
 def soup_result(spec: TrialSpec, trial_id: str, cfg: TrainConfig, result) -> dict[str, float | str]:
     """The trial's last Tune result: its anytime-soup outcome and the soup's state after it (what the
     sweep run shows), beside the last epoch's metrics (repeated so that every result carries what the
     scheduler reads)."""
+    from sweep.anytime import offer_to_soup
+
     last = result.metrics or {}  # Train V2: the metrics reported with the last checkpoint
     complete = last.get(M.EPOCH) == cfg.optim.epochs  # diverged runs end without a final checkpoint
     checkpoint = checkpoint_uri(spec.storage_path, result.checkpoint.path) if result.checkpoint else None
@@ -101,5 +123,5 @@ class ReportToTune(TuneReportCallback):
 
     def after_report(self, run_context, metrics, checkpoint):
         # Stamped when the controller has the report, its checkpoint persisted (timeline/received).
-        received = {**self.defaults, **metrics[0], "timeline/received": time.time()}
+        received = {**self.defaults, **metrics[0], f"{TIMELINE}received": time.time()}
         super().after_report(run_context, [received, *metrics[1:]], checkpoint)

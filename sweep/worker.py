@@ -9,10 +9,9 @@ from typing import Any
 import ray.train
 import ray.train.torch
 
+from sweep.trial import TIMELINE
 from trainers.config import TrainConfig
 from trainers.loop import RunContext, fit
-
-TIMELINE = "timeline/"  # prefix of the phase stamps reported with each epoch's metrics
 
 
 def train_worker(payload: dict[str, Any]) -> None:
