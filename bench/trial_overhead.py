@@ -48,7 +48,7 @@ PHASES = [("Tune->trial fn", "scheduled", "trial_start"),  # the trial's process
 
 
 def sweep_config(args: argparse.Namespace, tmp: Path) -> SweepConfig:
-    tree = demo_config(args.data_dir)
+    tree = demo_config(args.data_dir, pretrained=not args.random_init)
     tree["search"]["space"].pop("optim.epochs", None)
     tree["search"].update(num_samples=args.trials, max_concurrent_trials=args.concurrency)
     tree["optim"]["epochs"] = args.epochs
@@ -172,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="DDP workers per trial")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per trial")
     parser.add_argument("--concurrency", type=int, default=None, help="max concurrent trials (default: what fits)")
+    parser.add_argument("--random-init", action="store_true",
+                        help="random towers instead of the demo's stand-in pretrained weights (which take minutes "
+                             "to make on first use on a loaded machine; start-up costs the same)")
     parser.add_argument("--data-dir", default=DEMO_DATA_DIR, help="the demo data (generated on first use)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

@@ -14,17 +14,17 @@ DEMO_DATA_DIR = "soupsweep-demo-data"
 PRETRAINED_FILE = "tiny-clip-pretrained.safetensors"
 
 
-def demo_config(data_dir: str | Path = DEMO_DATA_DIR) -> dict[str, Any]:
+def demo_config(data_dir: str | Path = DEMO_DATA_DIR, pretrained: bool = True) -> dict[str, Any]:
     """The demo YAML as a dict, pointing at generated data and stand-in pretrained weights
-    (both made on first use, ~15 s on a laptop CPU, then reused)."""
+    (both made on first use, ~15 s on a laptop CPU, then reused; without `pretrained`, random towers)."""
     data_dir = Path(data_dir).resolve()
     if not (data_dir / "card.json").is_file():  # the card is written last: its presence means a whole store
         write_demo_data(data_dir)
     paths = demo_split_paths(data_dir)
-    if not (data_dir / PRETRAINED_FILE).is_file():
+    if pretrained and not (data_dir / PRETRAINED_FILE).is_file():
         pretrain_demo_clip(data_dir / PRETRAINED_FILE)
     config = yaml.safe_load(DEMO_CONFIG.read_text())
-    config["model"]["pretrained"] = str(data_dir / PRETRAINED_FILE)
+    config["model"]["pretrained"] = str(data_dir / PRETRAINED_FILE) if pretrained else None
     config["data"] = {split: paths[split] for split in SPLIT_SIZES}
     config["data"]["shift"] = {"sketch": paths["sketch"]}
     return config
