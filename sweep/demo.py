@@ -14,28 +14,29 @@ DEMO_DATA_DIR = "soupsweep-demo-data"
 PRETRAINED_FILE = "tiny-clip-pretrained.safetensors"
 
 
-def demo_config(data_dir: str | Path = DEMO_DATA_DIR) -> dict[str, Any]:
-    """The demo YAML as a dict, with its generated data and stand-in pretrained weights made if missing."""
-    make_demo_files(data_dir)
-    return demo_tree(data_dir)
+def demo_config(data_dir: str | Path = DEMO_DATA_DIR, pretrained: bool = True) -> dict[str, Any]:
+    """The demo YAML as a dict, with its generated data and stand-in pretrained weights made if missing
+    (without `pretrained`: random towers, nothing pretrained)."""
+    make_demo_files(data_dir, pretrained)
+    return demo_tree(data_dir, pretrained)
 
 
-def demo_tree(data_dir: str | Path = DEMO_DATA_DIR) -> dict[str, Any]:
+def demo_tree(data_dir: str | Path = DEMO_DATA_DIR, pretrained: bool = True) -> dict[str, Any]:
     """The demo YAML as a dict, pointing at where make_demo_files puts the data and the weights (nothing
     is made here: overrides are validated before the minutes that making them takes)."""
     data_dir = Path(data_dir).resolve()
     paths = demo_split_paths(data_dir)
     config = yaml.safe_load(DEMO_CONFIG.read_text())
-    config["model"]["pretrained"] = str(data_dir / PRETRAINED_FILE)
+    config["model"]["pretrained"] = str(data_dir / PRETRAINED_FILE) if pretrained else None
     config["data"] = {split: paths[split] for split in SPLIT_SIZES}
     config["data"]["shift"] = {"sketch": paths["sketch"]}
     return config
 
 
-def make_demo_files(data_dir: str | Path = DEMO_DATA_DIR) -> None:
+def make_demo_files(data_dir: str | Path = DEMO_DATA_DIR, pretrained: bool = True) -> None:
     """Generated data and stand-in pretrained weights (made on first use, ~15 s on a laptop CPU, then reused)."""
     data_dir = Path(data_dir).resolve()
     if not (data_dir / "card.json").is_file():  # the card is written last: its presence means a whole store
         write_demo_data(data_dir)
-    if not (data_dir / PRETRAINED_FILE).is_file():
+    if pretrained and not (data_dir / PRETRAINED_FILE).is_file():
         pretrain_demo_clip(data_dir / PRETRAINED_FILE)

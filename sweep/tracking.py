@@ -25,7 +25,7 @@ from sweep.soup_actor import BEST_SINGLE, MEMBERS, OFFERED, REPORT_KEYS, SOUP_GA
 from soup.outputs.soup_run import MODEL_TRAINING
 from sweep.queued_writes import QueuedWrites, log_table_once
 from sweep.space import resolve_overrides
-from sweep.trial import checkpoint_uri, kept_checkpoint
+from sweep.trial import TIMELINE, checkpoint_uri, kept_checkpoint
 from soup.inputs.records import (artifact_location, KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_KIND, TAG_PARENT,
                                  TAG_REASON, TAG_STATUS, TAG_STORAGE, TAG_TRIAL_ID, find_sweep_run, trial_runs)
 from trainers import metrics as M
@@ -187,6 +187,7 @@ class TrialRuns(tune.Callback):
         cfg = self.base.with_overrides(overrides)
         log_params(self.client, run_id, cfg.to_params())
         self.trials[trial.trial_id] = TrialRecord(run_id, overrides, cfg.optim.epochs)
+        self._stamp(run_id, "scheduled")
         self._update_parent()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -197,6 +198,7 @@ class TrialRuns(tune.Callback):
         step, now = int(result.get(M.EPOCH, 0)), int(time.time() * 1000)
         values = {k: float(result[k]) for k in REPORTED if k in result}
         record.metrics.update(values | {M.EPOCH: step, M.DIVERGED: float(result.get(M.DIVERGED, 0.0))})
+        values |= {k: float(v) for k, v in result.items() if k.startswith(TIMELINE)}  # the phase stamps
         if not result.get(M.DIVERGED):
             self.client.log_batch(record.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
         if result.get("checkpoint_path"):
@@ -206,6 +208,8 @@ class TrialRuns(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         record = self.trials.get(trial.trial_id)
+        if record is not None:
+            self._stamp(record.run_id, "trial_end")
         if record is None or record.status == FINISHED:
             # FINISHED already: the driver died after the trial ended but before Tune saved that; the
             # resumed trial found its last checkpoint complete and reported nothing new.
@@ -236,6 +240,12 @@ class TrialRuns(tune.Callback):
                       "are not recorded (run statuses and metrics may be incomplete). Nothing trained is lost: "
                       "the checkpoints are in the sweep's Ray storage", self.tracking_uri, FLUSH_PATIENCE_S,
                       self.client.pending())
+
+    def _stamp(self, run_id: str, phase: str) -> None:
+        """A trial's phase as the driver sees it (Tune starts it, it ends) as a timeline/* metric, beside
+        those its trial function and workers report (docs/benchmarks.md)."""
+        now = time.time()
+        self.client.log_batch(run_id, metrics=[Metric(f"{TIMELINE}{phase}", now, int(now * 1000), 0)])
 
     def _close(self, record: TrialRecord, status: str, reason: str = "") -> None:
         record.status, record.reason = status, reason

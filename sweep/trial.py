@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import posixpath
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +19,8 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from sweep.soup_actor import SOUP_GAIN, offer_to_soup
 from sweep.space import resolve_overrides
 from sweep.storage_faults import fit_through_storage_faults
-from sweep.worker import train_worker
 from trainers import metrics as M
 from trainers.config import TrainConfig
 from trainers.uris import pyarrow_uri
@@ -29,6 +28,9 @@ from trainers.uris import pyarrow_uri
 log = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train's checkpoint folders: checkpoint_<time>
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of the checkpoints it keeps
+
+
+TIMELINE = "timeline/"  # prefix of a trial's phase stamps (time.time()), metrics of its MLflow run
 
 
 @dataclass
@@ -52,19 +54,21 @@ def train_run_name(experiment: str, trial_id: str) -> str:
 
 
 def run_trial(overrides: dict[str, Any], spec: TrialSpec) -> None:
+    started = time.time()  # the trial's first phase stamp (timeline/trial_start), reported by its workers
     trial_id = tune.get_context().get_trial_id()
     cfg = TrainConfig.model_validate(spec.base_config).with_overrides(resolve_overrides(overrides))
     resources = {"CPU": spec.cpus_per_worker, "GPU": spec.gpus_per_worker}
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"config": cfg.model_dump(mode="json"), "base_dir": spec.base_dir, "trial_id": trial_id},
+        train_loop_config={"config": cfg.model_dump(mode="json"), "base_dir": spec.base_dir, "trial_id": trial_id,
+                           "trial_start": started},
         torch_config=TorchConfig(backend="nccl" if spec.gpus_per_worker else "gloo"),
         scaling_config=ScalingConfig(num_workers=spec.workers, use_gpu=spec.gpus_per_worker > 0,
                                      resources_per_worker=resources),
         run_config=RunConfig(
             name=train_run_name(spec.experiment, trial_id),
             storage_path=spec.storage_path,
-            callbacks=[ReportToTune({SOUP_GAIN: 0.0} if spec.objective == "soup_gain" else {})],
+            callbacks=[ReportToTune(soup_gain_default(spec.objective))],
             checkpoint_config=CheckpointConfig(num_to_keep=1),  # the last epoch: the ingredient
             failure_config=FailureConfig(max_failures=spec.max_failures),
         ),
@@ -76,10 +80,31 @@ def run_trial(overrides: dict[str, Any], spec: TrialSpec) -> None:
         tune.report(soup_result(spec, trial_id, cfg, result))
 
 
+# A trial's own process imports this module before Tune starts the trial. It needs neither the training
+# loop (open_clip, torchvision: the workers import it) nor the anytime soup's modules unless the sweep
+# keeps one, so those are imported where they are used: a trial starts seconds earlier (docs/benchmarks.md).
+def train_worker(payload: dict[str, Any]) -> None:
+    """The Ray Train workers' entry (sweep.worker.train_worker), imported on the workers only."""
+    from sweep.worker import train_worker as train
+
+    train(payload)
+
+
+def soup_gain_default(objective: str) -> dict[str, float]:
+    """The soup gain before the trial was offered, in every result when the searcher reads it."""
+    if objective != "soup_gain":
+        return {}
+    from sweep.soup_actor import SOUP_GAIN
+
+    return {SOUP_GAIN: 0.0}
+
+
 def soup_result(spec: TrialSpec, trial_id: str, cfg: TrainConfig, result) -> dict[str, float | str]:
     """The trial's last Tune result: its anytime-soup outcome and the soup's state after it (what the
     sweep run shows), beside the last epoch's metrics (repeated so that every result carries what the
     scheduler reads)."""
+    from sweep.soup_actor import offer_to_soup
+
     last = result.metrics or {}  # Train V2: the metrics reported with the last checkpoint
     complete = last.get(M.EPOCH) == cfg.optim.epochs  # diverged runs end without a final checkpoint
     checkpoint = checkpoint_uri(spec.storage_path, result.checkpoint.path) if result.checkpoint else None
@@ -163,4 +188,6 @@ class ReportToTune(TuneReportCallback):
         self.defaults = defaults
 
     def after_report(self, run_context, metrics, checkpoint):
-        super().after_report(run_context, [{**self.defaults, **metrics[0]}, *metrics[1:]], checkpoint)
+        # Stamped when the controller has the report, its checkpoint persisted (timeline/received).
+        received = {**self.defaults, **metrics[0], f"{TIMELINE}received": time.time()}
+        super().after_report(run_context, [received, *metrics[1:]], checkpoint)

@@ -10,6 +10,7 @@ import logging
 import math
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -45,6 +46,9 @@ class RunContext:
     report: Reporter = lambda metrics, checkpoint_dir: None  # every rank calls it once per epoch
     resume_dir: str | None = None  # a checkpoint of this run to continue from
     trial_id: str = ""
+    # Wall-clock stamps of the run's phases (time.time(), and `train_s`: seconds in training steps),
+    # filled as it goes; the sweep's worker reports them as timeline/* metrics (docs/benchmarks.md).
+    timeline: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -58,11 +62,13 @@ def fit(cfg: TrainConfig, ctx: RunContext) -> FitResult:
     rank, world = rank_and_world()
     torch.manual_seed(cfg.seed * 1000 + rank)  # augmentation differs per rank, reproducibly
     start, base_meta = load_start(cfg, ctx.base_dir)
+    ctx.timeline["base_loaded"] = time.time()
     model = start.classifier
     loader_type = BalancedTrainLoader if cfg.data.balanced_sampler else TrainLoader
     train_data = loader_type(cfg.data.train, cfg.aug, model.image_size, cfg.optim.batch_size, cfg.seed, ctx.device,
                              rank, world)  # this rank's slice of the shards, augmented on the device
     val_set = load_eval_set(cfg.data.val, model.image_size, ctx.device)  # decoded once, kept on the device
+    ctx.timeline["data_ready"] = time.time()
     steps_per_epoch = train_data.steps_per_epoch
     if steps_per_epoch == 0:
         raise UserError(f"optim.batch_size: {cfg.optim.batch_size} images per worker × {world} workers "
@@ -76,8 +82,12 @@ def fit(cfg: TrainConfig, ctx: RunContext) -> FitResult:
     # killed driver never did (sweep.recovery)
     history: list[dict[str, float]] = read_meta(ctx.resume_dir).get("history", []) if ctx.resume_dir else []
     last: dict[str, float] = {}
+    ctx.timeline.update(train_start=time.time(), train_s=0.0)
     for epoch in range(start_epoch, cfg.optim.epochs):
-        train_loss = train_epoch(stepper, task, train_data, cfg, epoch, ctx.device)
+        began = time.time()
+        train_loss = train_epoch(stepper, task, train_data, cfg, epoch, ctx.device)  # ends in a host sync
+        ended = time.time()
+        ctx.timeline.update(last_step=ended, train_s=ctx.timeline["train_s"] + ended - began)
         last = {M.EPOCH: epoch + 1, M.STEP: (epoch + 1) * steps_per_epoch,
                 M.LR: stepper.scheduler.get_last_lr()[0], M.TRAIN_LOSS: train_loss}
         if not math.isfinite(train_loss):  # all-reduced, so every rank stops here together

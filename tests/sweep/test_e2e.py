@@ -86,6 +86,23 @@ def assert_per_class_table(client: MlflowClient, experiment_id: str, run_id: str
         assert table[column].tolist() == pytest.approx(report[column], abs=1e-9)
 
 
+TIMELINE = ["scheduled", "trial_start", "worker_start", "base_loaded", "data_ready", "train_start", "last_step",
+            "report", "received", "trial_end"]  # a trial's phases in the order they happen (docs/benchmarks.md)
+
+
+def test_trial_runs_record_their_timeline_in_order(finished_sweep):
+    cfg, outcome = finished_sweep
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    for run in runs_by_kind(client, outcome.experiment_id)[KIND_TRIAL]:
+        stamps = [run.data.metrics[f"timeline/{name}"] for name in TIMELINE]
+        assert stamps == sorted(stamps) and stamps[-1] - stamps[0] < 600, dict(zip(TIMELINE, stamps))
+        assert 0 < run.data.metrics["timeline/train_s"] < stamps[6] - stamps[5] + 1e-3
+        meta = read_meta(run.data.tags[TAG_CHECKPOINT])
+        assert not any(key.startswith("timeline/") for key in meta["metrics"])  # a checkpoint's meta stays stable
+        reports = client.get_metric_history(run.info.run_id, "timeline/report")
+        assert [m.step for m in reports] == [m.step for m in client.get_metric_history(run.info.run_id, M.VAL_TOP1)]
+
+
 def test_greedy_soup_beats_or_ties_every_ingredient_on_heldout(finished_sweep):
     _, outcome = finished_sweep
     table = outcome.soup.outcome.table
