@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     method.add_argument("--wiseft-targets", help=f"comma-separated among best,{','.join(SOUP_METHODS)} "
                         "(default greedy,best)")
     method.add_argument("--learned-steps", type=int, help="learned soups: optimisation steps (default 20)")
+    method.add_argument("--outlier-z", type=float, help="weight screen: leave out an ingredient whose robust "
+                        "z-score of its distance from the base exceeds this (default 3.5; 0: off)")
     method.add_argument("--register-as", help="register the soup in the MLflow model registry under this name")
     method.add_argument("--register-method", help=f"which soup to register: one of {','.join(SOUP_METHODS)} "
                         "(default greedy)")
@@ -68,7 +70,7 @@ def soup_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options given on the command line (the others keep SoupOptions' defaults)."""
     given = {"methods": parse_methods(args.methods) if args.methods else None, "tie_rule": args.tie_rule,
              "device": args.device, "eval_workers": args.eval_workers, "greedy_repeats": args.greedy_repeats,
-             "learned_steps": args.learned_steps,
+             "learned_steps": args.learned_steps, "outlier_z": args.outlier_z,
              "register_as": args.register_as, "register_method": args.register_method,
              "wiseft_alphas": _floats(args.wiseft_alphas), "wiseft_targets": _names(args.wiseft_targets)}
     return {k: v for k, v in given.items() if v is not None}
