@@ -23,13 +23,16 @@ from trainers.checkpoint import DIGESTS, META, WEIGHTS
 
 
 def damaged_copy(ingredient: Ingredient, target, bits: list[int], count: int = 1) -> Ingredient:
-    """A copy of an ingredient's checkpoint with `bits` of the first `count` weights of head.weight
-    flipped in its model.safetensors (bit 30 of a float32 is its exponent's highest: 0.045 -> 1.5e37)."""
+    """A copy of an ingredient's checkpoint with `bits` flipped in `count` weights of head.weight (those
+    in [0.01, 0.5), where bit 30, the exponent's highest, makes a large finite value: 0.045 -> 1.5e37),
+    in the bytes of its model.safetensors."""
     shutil.copytree(ingredient.checkpoint, target)
     file = TensorFile(target / WEIGHTS)
+    values = file.get("head.weight").flatten()
+    chosen = ((values.abs() >= 0.01) & (values.abs() < 0.5)).nonzero().flatten()[:count].tolist()
     start = file.data_start + file.entries["head.weight"]["data_offsets"][0]
     data = bytearray((target / WEIGHTS).read_bytes())
-    for i in range(count):
+    for i in chosen:
         (word,) = struct.unpack_from("<I", data, start + 4 * i)
         for bit in bits:
             word ^= 1 << bit
@@ -48,7 +51,8 @@ def recompute_digest(checkpoint) -> None:
 def test_a_flipped_exponent_bit_is_caught_by_the_digest_and_named(soup_inputs, tmp_path):
     _, base_dir, ingredients = soup_inputs
     damaged = damaged_copy(ingredients[0], tmp_path / "flipped", [30])
-    assert TensorFile(tmp_path / "flipped" / WEIGHTS).get("head.weight").abs().max() > 1e30
+    flipped = TensorFile(tmp_path / "flipped" / WEIGHTS).get("head.weight")
+    assert flipped.isfinite().all() and flipped.abs().max() > 1e30
     outcome = run_stage([damaged, *ingredients[1:]], base_dir, tmp_path / "work", methods=["uniform"])
     reason = outcome.skipped[damaged.trial_id]
     assert reason.startswith("changed checkpoint:") and "changed after it was written" in reason
