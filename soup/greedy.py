@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(default: one per free GPU when Ray is running or RAY_ADDRESS is set and at least two "
                         "are free, else none), 0 (in this process) or N (N workers, one GPU each when the "
                         "cluster has GPUs; starts a local Ray if none is running)")
+    method.add_argument("--outlier-z", type=float, help="weight screen: leave out an ingredient whose robust "
+                        "z-score of its distance from the base exceeds this (default 3.5; 0: off)")
     method.add_argument("--register-as", help="register the soup in the MLflow model registry under this name")
     method.add_argument("--register-method", help=f"which soup to register and export: one of "
                         f"{','.join(SOUP_METHODS)} (default greedy)")
@@ -68,7 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def soup_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options given on the command line (the others keep SoupOptions' defaults)."""
     given = {"methods": parse_methods(args.methods) if args.methods else None, "tie_rule": args.tie_rule,
-             "device": args.device, "eval_workers": args.eval_workers,
+             "device": args.device, "eval_workers": args.eval_workers, "outlier_z": args.outlier_z,
              "register_as": args.register_as, "register_method": args.register_method,
              "export_open_clip": args.export_open_clip}
     for params in PARAMS:

@@ -45,7 +45,7 @@ def make_soups(ingredients: list[Ingredient], base: Base, options: SoupOptions, 
     require_usable(ingredients)
     evaluator = evaluator or build_evaluator(base, resolve_device(options.device, "soup device"))
     scoring = score_ingredients(candidates, base, evaluator, options.init_tolerance, workdir, skipped,
-                                options.eval_workers)
+                                options.eval_workers, options.outlier_z)
     if not scoring.scored:
         raise UserError(f"no usable ingredients among {len(ingredients)} trials: {listed(skipped)}")
     if scoring.moved_batchnorm:

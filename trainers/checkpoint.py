@@ -2,15 +2,21 @@
 
 A checkpoint is a directory:
   model.safetensors   weights of the classifier that is evaluated and souped (unwrapped, CPU)
-  meta.json           schema version, config, base checksum, metrics, epoch, step, trial id, code version
+  meta.json           schema version, config, base checksum, metrics, epoch, step, trial id, code version,
+                      and `sha256`: the digest of each file above, computed once the file was complete
   train_state.pt      optional: optimizer and scheduler state for resuming (tensors only, loaded
                       weights-only); never read by the soup stage
 Directories are written under a temporary name and renamed, so a reader never sees half of one.
+Readers verify a file against its digest before using it (`verify_file`): bytes changed in storage
+are refused, not trained on or souped. Checkpoints of schema 1 (before digests) are accepted with a
+warning: nothing can say whether their bytes changed.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -30,7 +36,14 @@ from trainers.uris import is_remote, local_path
 WEIGHTS = "model.safetensors"
 META = "meta.json"
 TRAIN_STATE = "train_state.pt"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: meta.json records the sha256 of every file (DIGESTS)
+DIGESTS = "sha256"  # meta.json key: {file name: hex sha256 of that file}
+
+log = logging.getLogger(__name__)
+
+
+class ChangedCheckpoint(ValueError):
+    """A checkpoint file whose bytes are not those its meta.json's digest was computed from."""
 
 
 @dataclass
@@ -48,10 +61,11 @@ def save_checkpoint(directory: str | Path, state_dict: dict[str, torch.Tensor], 
     tmp.mkdir()
     try:
         save_file({k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}, tmp / WEIGHTS)
-        full_meta = {"schema_version": SCHEMA_VERSION, "code_version": __version__, **meta}
-        (tmp / META).write_text(json.dumps(full_meta, indent=2, sort_keys=True))
         if train_state is not None:
             torch.save(train_state, tmp / TRAIN_STATE)
+        digests = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}  # each file complete by now
+        full_meta = {"schema_version": SCHEMA_VERSION, "code_version": __version__, **meta, DIGESTS: digests}
+        (tmp / META).write_text(json.dumps(full_meta, indent=2, sort_keys=True))
         if directory.exists():
             shutil.rmtree(directory)
         os.rename(tmp, directory)
@@ -75,12 +89,41 @@ def load_weights(directory: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint(directory: str | Path) -> Checkpoint:
-    return Checkpoint(load_weights(directory), read_meta(directory))
+    """Weights and meta.json of a local checkpoint; raises ChangedCheckpoint when the weights changed."""
+    meta = read_meta(directory)
+    verify_file(directory, WEIGHTS, meta)
+    return Checkpoint(load_weights(directory), meta)
 
 
 def load_train_state(directory: str | Path) -> dict[str, Any] | None:
     path = Path(directory) / TRAIN_STATE
-    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+    if not path.is_file():
+        return None
+    verify_file(directory, TRAIN_STATE, read_meta(directory))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in chunks (never the whole file in memory)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def verify_file(directory: str | Path, name: str, meta: dict[str, Any]) -> bool:
+    """Check file `name` of a local checkpoint against the sha256 its meta.json recorded: True when it
+    matches, False (with a warning) when meta.json records none (schema 1, written before digests);
+    raises ChangedCheckpoint, naming the file and both digests, when its bytes changed."""
+    path = Path(directory) / name
+    recorded = (meta.get(DIGESTS) or {}).get(name)
+    if not recorded:
+        log.warning("%s: meta.json records no sha256 of it (a checkpoint of schema %s, written before "
+                    "digests): used without verifying its bytes", path, meta.get("schema_version", "?"))
+        return False
+    actual = file_sha256(path)
+    if actual != recorded:
+        raise ChangedCheckpoint(f"{path} changed after it was written: its sha256 is {actual[:16]}…, meta.json "
+                                f"recorded {recorded[:16]}… (damaged storage or an edited file)")
+    return True
 
 
 @contextlib.contextmanager

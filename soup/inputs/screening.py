@@ -1,12 +1,14 @@
 """Why an ingredient is left out: each check returns a reason a user can read, or None.
 
 Failed, diverged (non-finite loss or weights) and incomplete trials, weights from another
-initialisation, and weights that do not fit the others never enter a soup; the stage logs each
+initialisation, weights that do not fit the others, and weights far farther from the base than the
+others' (`outliers`: corrupt, e.g. a flipped exponent bit) never enter a soup; the stage logs each
 reason and records it in the soup run (`left_out.json`).
 """
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,10 @@ from soup.inputs.tensorfile import TensorFile
 from trainers.errors import UserError
 
 PARTS = {"image tower": "visual.", "head": "head."}
+DEFAULT_OUTLIER_Z = 3.5  # Iglewicz and Hoaglin's cut-off for the modified z-score
+MIN_SCREENED = 3  # fewer ingredients than this: no robust spread to judge one against the others
+MAD_FLOOR = 0.5  # decades: distances of one sweep's trials differ by their learning rates (up to ~100×)
+TINY = 1e-30  # a distance of 0 (weights equal to the base) still has a logarithm
 
 
 @dataclass
@@ -94,18 +100,50 @@ def distance_problem(state: dict[str, torch.Tensor], reference: Reference, toler
     image tower or head farther than `tolerance` (relative) from the reference started elsewhere."""
     if reference.file is None:
         return None
-    for part, prefix in PARTS.items():
-        keys = [k for k, v in state.items() if k.startswith(prefix) and v.is_floating_point()]
-        if not keys or not reference.norms.get(part):
+    distances = part_distances(state, reference.file)
+    for part in PARTS:
+        if part not in distances or not reference.norms.get(part):
             continue
-        distance = math.sqrt(sum(float((state[k].double() - reference.file.get(k).double()).pow(2).sum())
-                                 for k in keys))
-        relative = distance / reference.norms[part]
+        relative = distances[part] / reference.norms[part]
         if relative > tolerance:
             return (f"different initialisation: its {part} is {relative:.2f}× the {reference.name}'s norm away "
                     f"from the {reference.name} (init tolerance {tolerance}); weights trained from another "
                     "starting point cannot be souped")
     return None
+
+
+def part_distances(state: dict[str, torch.Tensor], reference: TensorFile) -> dict[str, float]:
+    """L2 distance ||w - w_ref|| over the float tensors of each part that has any, and over all of them
+    ("all"); the reference is read one tensor at a time."""
+    squares: dict[str, float] = {}
+    for key, value in state.items():
+        if not value.is_floating_point():
+            continue
+        square = float((value.double() - reference.get(key).double()).pow(2).sum())
+        for part in ["all", *(p for p, prefix in PARTS.items() if key.startswith(prefix))]:
+            squares[part] = squares.get(part, 0.0) + square
+    return {part: math.sqrt(square) for part, square in squares.items()}
+
+
+def outliers(distances: dict[str, float], threshold: float) -> dict[str, str]:
+    """trial id -> why, for each ingredient whose distance from the base is far above the others': its
+    robust z-score 0.6745·(x − median) / MAD of x = log10(distance) exceeds `threshold` (0: no screen).
+    The MAD is taken as at least MAD_FLOOR so that trials that merely trained with different learning
+    rates are not flagged; a flipped exponent bit moves a distance by tens of decades. Needs at least
+    MIN_SCREENED ingredients (with fewer, none is judged) and fewer than half of them corrupt."""
+    if threshold <= 0 or len(distances) < MIN_SCREENED:
+        return {}
+    logs = {trial: math.log10(max(d, TINY)) for trial, d in distances.items()}
+    median = statistics.median(logs.values())
+    mad = max(statistics.median(abs(x - median) for x in logs.values()), MAD_FLOOR)
+    found = {}
+    for trial, x in logs.items():
+        z = 0.6745 * (x - median) / mad
+        if z > threshold:
+            found[trial] = (f"weights far from the base: ||w - w_base|| = {distances[trial]:.4g}, robust z-score "
+                            f"{z:.1f} against the {len(logs)} ingredients' (median distance {10 ** median:.4g}; "
+                            f"soup.outlier_z {threshold}): corrupt weights (e.g. a flipped bit) or a run that blew up")
+    return found
 
 
 def _non_finite_metric(metrics: dict[str, Any]) -> str | None:

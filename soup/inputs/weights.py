@@ -6,6 +6,7 @@ PyTorch files are loaded weights-only (never unpickling arbitrary objects). Keys
 our classifier: its image tower plus the zero-shot head its own text tower gives for the classes.
 Weights that are not already a local safetensors file with clean keys are written once, as such,
 into the soup stage's work directory, so that every later read streams the same way.
+Our checkpoints' weights are verified against the sha256 their meta.json recorded (ChangedWeights).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from safetensors.torch import save_file
 
 from soup.inputs.statedict import normalise_keys
 from soup.inputs.tensorfile import TensorFile, TensorFileError
-from trainers.checkpoint import META, WEIGHTS, local_checkpoint, read_meta
+from trainers.checkpoint import META, WEIGHTS, ChangedCheckpoint, local_checkpoint, read_meta, verify_file
 from trainers.config import ModelConfig
 from trainers.errors import refused_pickle
 from trainers.model import build_clip, zeroshot_head
@@ -35,6 +36,10 @@ TEXT_TOWER_KEYS = ("token_embedding.weight", "text_projection")
 
 class UnreadableWeights(ValueError):
     """A file or directory that holds no weights we can read; the message says what it holds."""
+
+
+class ChangedWeights(UnreadableWeights):
+    """A checkpoint whose weights file is not the one its meta.json's sha256 was computed from."""
 
 
 @dataclass
@@ -58,7 +63,10 @@ def read_weights(uri: str, workdir: Path, converter: Converter | None = None) ->
         if path.is_dir():
             if not (path / META).is_file():
                 raise UnreadableWeights(f"{path} is a directory without {META}: not a soupsweep checkpoint")
-            return _cached(read_safetensors(path / WEIGHTS), read_meta(path), path / WEIGHTS, workdir, uri)
+            meta = read_meta(path)
+            state = read_safetensors(path / WEIGHTS)  # first: a file that is no safetensors says so
+            verified(path, meta)
+            return _cached(state, meta, path / WEIGHTS, workdir, uri)
         if path.suffix == ".safetensors":
             return _cached(read_safetensors(path), None, path, workdir, uri)
         if path.suffix in TORCH_SUFFIXES:
@@ -66,6 +74,14 @@ def read_weights(uri: str, workdir: Path, converter: Converter | None = None) ->
             return _cached(state, None, None, workdir, uri)
     raise UnreadableWeights(f"{uri}: not a checkpoint directory, .safetensors file or PyTorch file "
                             f"({', '.join(TORCH_SUFFIXES)})")
+
+
+def verified(directory: Path, meta: dict[str, Any]) -> None:
+    """Raise ChangedWeights when the checkpoint's weights are not the bytes its digest was made from."""
+    try:
+        verify_file(directory, WEIGHTS, meta)
+    except ChangedCheckpoint as err:
+        raise ChangedWeights(str(err)) from None
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:

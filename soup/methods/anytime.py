@@ -1,6 +1,7 @@
 """The anytime soup: the greedy soup over the trials finished so far, kept current during a sweep.
 
-Each finished trial is offered once: its checkpoint is read, checked against the shared
+Each finished trial is offered once (offering it again, as a trial replayed after `--resume` does,
+returns its first outcome and changes nothing): its checkpoint is read, checked against the shared
 initialisation, evaluated on held-out (one pass) and spooled locally. It then takes its place in the
 greedy order (held-out accuracy, best first; ties by trial id, as the offline soup sorts its
 manifest) and the walk is redone from that place only: the members before it and their sum do not
@@ -22,7 +23,7 @@ from soup.scoring.evaluation import Evaluator
 from soup.methods.greedy import GreedyWalk
 from soup.inputs.base import Base
 from soup.scoring.score import base_reference, check
-from soup.inputs.weights import Converter, UnreadableWeights, read_weights
+from soup.inputs.weights import ChangedWeights, Converter, UnreadableWeights, read_weights
 from soup.scoring.splits import SplitKind, load_eval_sets
 from soup.inputs.statedict import normalise_keys
 from soup.inputs.tensorfile import read_tensors
@@ -89,10 +90,17 @@ class AnytimeSoup:
         return list(self.walk.trace)
 
     def offer(self, trial_id: str, checkpoint: str, finished: bool = True) -> Offer:
-        """Offer a trial's final checkpoint; one that cannot join the soup is left out with its reason."""
+        """Offer a trial's final checkpoint; one that cannot join the soup is left out with its reason.
+        A trial offered before is not offered again: its first outcome is returned, nothing changes."""
+        earlier = next((o for o in self.offers if o.trial_id == trial_id), None)
+        if earlier is not None:
+            log.info("anytime soup: trial %s was offered before (offer %d): not counted again", trial_id, earlier.order)
+            return earlier
         before = self.soup_heldout
         try:
             weights = read_weights(checkpoint, self.workdir, self.converter)
+        except ChangedWeights as err:
+            return self._left_out(trial_id, before, f"changed checkpoint: {err}")
         except (UnreadableWeights, OSError, ValueError) as err:
             return self._left_out(trial_id, before, f"unreadable checkpoint {checkpoint}: {err}")
         problem = check(weights, self.reference, self.tolerance, finished)

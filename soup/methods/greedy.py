@@ -44,7 +44,11 @@ class Greedy:
         raise NotImplementedError
 
     def offer(self, trial_id: str, own_heldout: float, candidate) -> bool:
-        """Here the greedy soup decides whether to keep an ingredient."""
+        """Here the greedy soup decides whether to keep an ingredient: when the soup's held-out accuracy
+        does not drop (the first offer always stays). A trial already walked is not offered again (it
+        would count twice): nothing changes."""
+        if any(row["trial_id"] == trial_id for row in self.trace):
+            return trial_id in self.members
         if self.best is None:
             score, accepted = own_heldout, True
         else:
@@ -87,7 +91,7 @@ def greedy_soup(pool: SelectionPool, ctx: SoupContext) -> MethodResult:
     """The greedy soup of `pool`: the given start (a sweep's anytime soup) when it walked exactly these
     ingredients (not, e.g., when trials stopped early were never offered to it), else a new walk."""
     start = ctx.greedy_start
-    if start and {row["trial_id"] for row in start["trace"]} == {s.trial_id for s in pool}:
+    if start and walked_exactly(start, pool):
         running, members, trace = rebuild(pool, start["members"], ctx), list(start["members"]), start["trace"]
     else:
         ranked = sorted(pool, key=lambda s: s.heldout_top1, reverse=True)  # stable: ties keep pool order
@@ -100,6 +104,16 @@ def greedy_soup(pool: SelectionPool, ctx: SoupContext) -> MethodResult:
         result.tables["repeats"] = rows
         result.metrics.update(spread(rows, ["heldout"]))  # the report adds the other sets' spread
     return result
+
+
+def walked_exactly(start: dict, pool: SelectionPool) -> bool:
+    """Whether a greedy start walked each ingredient of `pool` exactly once, and has each member once:
+    compared as lists, so that a trial that appears twice (offered again after a resume) never makes
+    a start that would weight it double."""
+    walked = [row["trial_id"] for row in start["trace"]]
+    members = list(start["members"])
+    return (sorted(walked) == sorted(s.trial_id for s in pool) and len(set(members)) == len(members)
+            and set(members) <= set(walked))
 
 
 def rebuild(pool: list[Scored], members: list[str], ctx: SoupContext) -> RunningSum:

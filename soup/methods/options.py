@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from soup.methods.spec import DEFAULT_METHODS, METHODS, PARAMS, SOUP_METHODS
+from soup.inputs.screening import DEFAULT_OUTLIER_Z
 from trainers.config import Section
 
 
@@ -25,6 +26,9 @@ class StageOptions(Section):
     bn_images: int = Field(1024, ge=1, description="training images used to recompute BatchNorm statistics")
     init_tolerance: float = Field(0.5, gt=0, description="weights without meta.json: largest relative distance "
                                   "||w - w_base|| / ||w_base|| (image tower, head) still counted as the same init")
+    outlier_z: float = Field(DEFAULT_OUTLIER_Z, ge=0, description="weight screen: leave out an ingredient whose "
+                             "robust z-score of log10 ||w - w_base|| against the others' exceeds this (0: off; "
+                             "needs the base and at least 3 ingredients)")
     register_as: str = Field("", description="register this soup in the MLflow model registry under this name "
                              "(empty: do not register)")
     register_method: str = Field("greedy", description="which soup register_as registers and "

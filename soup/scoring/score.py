@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -13,8 +13,9 @@ from soup.scoring.evaluation import Evaluator, Scored, accuracy
 from soup.inputs.base import Base
 from soup.inputs.manifest import FINISHED, Ingredient
 from soup.scoring.parallel import RemoteEvaluation, start_remote
-from soup.inputs.screening import Reference, distance_problem, meta_problem, weights_problem
-from soup.inputs.weights import Converter, UnreadableWeights, Weights, read_weights
+from soup.inputs.screening import (DEFAULT_OUTLIER_Z, MIN_SCREENED, Reference, distance_problem, meta_problem, outliers,
+                                   part_distances, weights_problem)
+from soup.inputs.weights import ChangedWeights, Converter, UnreadableWeights, Weights, read_weights
 from soup.inputs.statedict import normalise_keys
 from soup.inputs.tensorfile import TensorFile, read_tensors
 
@@ -28,14 +29,15 @@ class Scoring:
 
 
 def score_ingredients(candidates: list[Ingredient], base: Base, evaluator: Evaluator, tolerance: float,
-                      workdir: Path, skipped: dict[str, str], eval_workers: int | str = 0) -> Scoring:
+                      workdir: Path, skipped: dict[str, str], eval_workers: int | str = 0,
+                      outlier_z: float = DEFAULT_OUTLIER_Z) -> Scoring:
     """Evaluate each candidate once; record in `skipped` why any is left out. `eval_workers` (see
     soup.scoring.parallel.worker_count): Ray workers that run the forward passes while this process reads and
-    checks every candidate; 0: all in this process."""
+    checks every candidate; 0: all in this process. `outlier_z`: the weight screen (screening.outliers)."""
     remote = start_remote([c.checkpoint for c in candidates], base.config, base.classes, eval_workers)
     try:
         checked, moved = check_candidates(candidates, base, evaluator, tolerance, workdir, skipped,
-                                          evaluate=remote is None)
+                                          evaluate=remote is None, outlier_z=outlier_z)
         if remote is not None:
             checked = remote_logits(remote, checked, evaluator, skipped)
     finally:
@@ -54,18 +56,24 @@ class Checked:
     ingredient: Ingredient
     file: Path
     logits: dict[str, torch.Tensor] | None = None  # None until evaluated (by a Ray worker)
+    moved: set[str] = field(default_factory=set)  # its BatchNorm layers whose statistics moved
+    distance: float = 0.0  # ||w - w_base|| over its float tensors (0 when there is no base)
 
 
 def check_candidates(candidates: list[Ingredient], base: Base, evaluator: Evaluator, tolerance: float,
-                     workdir: Path, skipped: dict[str, str], evaluate: bool) -> tuple[list[Checked], set[str]]:
-    """Read and check every candidate once (evaluating it too, when `evaluate`); also the BatchNorm
-    layers whose statistics some ingredient moved."""
+                     workdir: Path, skipped: dict[str, str], evaluate: bool,
+                     outlier_z: float = DEFAULT_OUTLIER_Z) -> tuple[list[Checked], set[str]]:
+    """Read and check every candidate once (evaluating it too, when `evaluate`), then screen their
+    distances from the base; also the BatchNorm layers whose statistics some kept ingredient moved."""
     converter = Converter(base.config.model, base.classes)
     reference = base_reference(base) if base.file else None
     layers = list(batchnorm_layers(evaluator.model))
-    checked, moved = [], set()
+    checked: list[Checked] = []
     for index, ingredient in enumerate(tqdm(candidates, desc="evaluating ingredients" if evaluate
                                             else "reading and checking ingredients")):
+        if any(c.ingredient.trial_id == ingredient.trial_id for c in checked):
+            log.warning("trial %s is listed twice: it is an ingredient once", ingredient.trial_id)
+            continue
         weights = _read(ingredient, workdir, converter, skipped)
         if weights is None:
             continue
@@ -75,11 +83,27 @@ def check_candidates(candidates: list[Ingredient], base: Base, evaluator: Evalua
             _skip(skipped, ingredient, problem)
             continue
         reference = ref
+        entry = Checked(index, ingredient, weights.file, evaluator.logits(weights.state) if evaluate else None)
         if layers and ref.file is not None:
-            moved |= moved_layers(layers, weights.state, {f"{n}.{s}": ref.file.get(f"{n}.{s}")
-                                                          for n in layers for s in STATS})
-        checked.append(Checked(index, ingredient, weights.file, evaluator.logits(weights.state) if evaluate else None))
-    return checked, moved
+            entry.moved = moved_layers(layers, weights.state, {f"{n}.{s}": ref.file.get(f"{n}.{s}")
+                                                               for n in layers for s in STATS})
+        if base.file and outlier_z:
+            entry.distance = part_distances(weights.state, ref.file).get("all", 0.0)
+        checked.append(entry)
+    checked = screened(checked, outlier_z, skipped) if base.file else checked
+    return checked, set().union(*(c.moved for c in checked))
+
+
+def screened(checked: list[Checked], outlier_z: float, skipped: dict[str, str]) -> list[Checked]:
+    """The checked candidates but those whose distance from the base is an outlier (screening.outliers);
+    without a base (explicit ingredients without --base) the stage does not screen."""
+    if outlier_z and len(checked) < MIN_SCREENED:
+        log.info("weight screen: %d ingredients, fewer than %d: not screened", len(checked), MIN_SCREENED)
+    far = outliers({c.ingredient.trial_id: c.distance for c in checked}, outlier_z)
+    for entry in checked:
+        if entry.ingredient.trial_id in far:
+            _skip(skipped, entry.ingredient, far[entry.ingredient.trial_id])
+    return [c for c in checked if c.ingredient.trial_id not in far]
 
 
 def remote_logits(remote: RemoteEvaluation, checked: list[Checked], evaluator: Evaluator,
@@ -106,6 +130,8 @@ def remote_logits(remote: RemoteEvaluation, checked: list[Checked], evaluator: E
 def _read(ingredient: Ingredient, workdir: Path, converter: Converter, skipped: dict[str, str]) -> Weights | None:
     try:
         return read_weights(ingredient.checkpoint, workdir, converter)
+    except ChangedWeights as err:  # its bytes are not those it was written with
+        _skip(skipped, ingredient, f"changed checkpoint: {err}")
     except UnreadableWeights as err:  # the message names the file and what is wrong with it
         _skip(skipped, ingredient, f"unreadable checkpoint: {err}")
     except Exception as err:  # a missing file, a storage error: leave it out, keep souping the rest

@@ -81,3 +81,20 @@ def test_the_greedy_soup_starts_from_a_given_state(soup_inputs, tmp_path):
     made = make_soups(ingredients, base_from_checkpoint(base_dir, tmp_path / "p"), SoupOptions(methods=["greedy"]),
                       tmp_path / "p", greedy_start=partial_start)
     assert sorted(row["trial_id"] for row in made.results[0].trace) == sorted(i.trial_id for i in ingredients)
+
+
+def test_replayed_offers_change_nothing(offered, soup_inputs, tmp_path):
+    """After a driver kill and --resume, trials are offered again: the soup is the one without replays."""
+    once, _, first_offers, _ = offered
+    _, base_dir, ingredients = soup_inputs
+    soup = AnytimeSoup(base_from_checkpoint(base_dir, tmp_path), torch.device("cpu"), ">=", 0.5, tmp_path)
+    two, three, one = ingredients[1], ingredients[2], ingredients[0]
+    offers = [soup.offer(i.trial_id, i.checkpoint) for i in (two, three, two, one, three, one, two)]
+    offers += [soup.offer("broken", str(tmp_path / "no-such-checkpoint")) for _ in range(2)]
+    replays = {2: 0, 4: 1, 5: 3, 6: 0, 8: 7}  # a replay returns the trial's first outcome
+    assert all(offers[replay] is offers[first] for replay, first in replays.items())
+    assert offers[3].as_dict() == first_offers[2].as_dict()  # trial one, as the soup without replays saw it
+    assert soup.members == once.members and len(set(soup.members)) == len(soup.members)
+    assert soup.trace == once.trace and soup.summary() == once.summary()
+    ours, theirs = soup.walk.running.mean(), once.walk.running.mean()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in theirs)
