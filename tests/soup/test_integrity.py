@@ -30,7 +30,8 @@ def damaged_copy(ingredient: Ingredient, target, bits: list[int], count: int = 1
     shutil.copytree(ingredient.checkpoint, target)
     file = TensorFile(target / WEIGHTS)
     values = file.get("head.weight").flatten()
-    chosen = ((values.abs() >= 0.01) & (values.abs() < 0.5)).nonzero().flatten()[:count].tolist()
+    in_range = ((values.abs() >= 0.01) & (values.abs() < 0.5)).nonzero().flatten().tolist()
+    chosen = in_range[:count] if 30 in bits else list(range(count))  # low-order bits: any weight
     start = file.data_start + file.entries["head.weight"]["data_offsets"][0]
     data = bytearray((target / WEIGHTS).read_bytes())
     for i in chosen:
