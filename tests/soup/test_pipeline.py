@@ -122,6 +122,7 @@ def test_a_sweep_that_died_before_any_trial_is_a_one_line_error(tmp_path, capsys
     client.create_run(experiment_id, tags={TAG_KIND: KIND_SWEEP, TAG_BASE: base_dir,
                                            TAG_MANIFEST: str(tmp_path / "ingredients.parquet")})
     assert greedy.main(["--experiment", "died-early", "--tracking-uri", uri]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "stopped before writing its manifest" in err
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "stopped before writing its manifest" in errors[0]
+    err = errors[0]
     assert "before any trial run was recorded: there is nothing to soup" in err
