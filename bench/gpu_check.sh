@@ -133,6 +133,7 @@ for part in "${parts[@]}"; do
 done
 echo -e "\nwhole check: ${SECONDS}s; report: $txt, numbers: $json" | tee -a "$txt"
 if [ ${#failed[@]} -gt 0 ]; then
-  echo "not passed: ${failed[*]}; rerun only those with: bash bench/gpu_check.sh ${failed[*]}" | tee -a "$txt"
+  flag=""; [ "$mode" = gpu ] || flag="--cpu-rehearsal "
+  echo "not passed: ${failed[*]}; rerun only those with: bash bench/gpu_check.sh $flag${failed[*]}" | tee -a "$txt"
   exit 1
 fi
