@@ -26,7 +26,7 @@ FAMILIES = {
     # timm_proj none: the tower's width is the embedding (vit_tiny is 192 wide)
     "sigmoid": ("ViT-B-16-SigLIP", 192, {"timm_model_name": "vit_tiny_patch16_224", "image_size": 32}),
     "eva": ("EVA02-B-16", 32, {"timm_model_name": "eva02_tiny_patch14_224", "image_size": 28}),
-    "mobileclip": ("MobileCLIP-S1", 32, {"timm_model_name": "fastvit_mci0", "image_size": 64}),
+    "mobileclip": ("MobileCLIP-S1", 32, {"timm_model_name": "fastvit_mci0", "image_size": 32}),
     "coca": ("coca_ViT-B-32", 32, {**TINY_VIT, "attn_pooler_heads": 2}),
 }
 TINY_MULTIMODAL = {"context_length": 16, "width": 32, "heads": 2, "layers": 1, "attn_pooler_heads": 2}

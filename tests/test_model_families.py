@@ -36,11 +36,11 @@ def tiny_data(tmp_path_factory) -> dict:
 
 
 def train(cfg: TrainConfig, base: Path, out: Path, method: str, seed: int) -> Ingredient:
-    run_cfg = cfg.with_overrides({"method.name": method, "seed": seed})
-    fit(run_cfg, RunContext(base_dir=str(base), trial_id=method,
+    run_cfg, trial = cfg.with_overrides({"method.name": method, "seed": seed}), f"{method}-{seed}"
+    fit(run_cfg, RunContext(base_dir=str(base), trial_id=trial,
                             report=lambda m, d: d and shutil.copytree(d, out, dirs_exist_ok=True)))
     assert read_meta(out)["step"] == 2
-    return Ingredient(method, FINISHED, str(out), read_meta(out)["base_checksum"], mlflow_run_id=f"run-{method}")
+    return Ingredient(trial, FINISHED, str(out), read_meta(out)["base_checksum"], mlflow_run_id=f"run-{trial}")
 
 
 def reload_logits(export: Path, images: torch.Tensor, tmp: Path) -> torch.Tensor:
