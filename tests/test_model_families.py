@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from soup.inputs.manifest import FINISHED, Ingredient
-from soup.open_clip_export import export_open_clip
+from soup.outputs.open_clip_export import export_open_clip
 from tests.families import FAMILIES, write_tiny_config
 from tests.soup.conftest import run_stage
 from trainers.base import write_base_checkpoint

@@ -5,6 +5,7 @@ The stage's own options are declared here; each method's parameters are declared
 (soup.methods.spec) and joined in as flat keys (`greedy_repeats`, `wiseft_alphas`, ...)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -12,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from soup.methods.spec import DEFAULT_METHODS, METHODS, PARAMS, SOUP_METHODS
 from soup.inputs.screening import DEFAULT_OUTLIER_Z
 from trainers.config import Section
+from trainers.errors import UserError
 
 
 class StageOptions(Section):
@@ -55,8 +57,6 @@ class StageOptions(Section):
     @classmethod
     def _new_directory(cls, directory: str) -> str:
         if directory:
-            from soup.open_clip_export import check_export_dir  # late: it imports the model code
-
             check_export_dir(directory)
         return directory
 
@@ -81,3 +81,11 @@ class StageOptions(Section):
 class SoupOptions(*reversed(PARAMS), StageOptions):
     """The stage's options and every registered method's parameters (soup.methods.spec.PARAMS)."""
 
+
+def check_export_dir(directory: str) -> None:
+    """Before any soup is made: the export never replaces what is there."""
+    path = Path(directory).expanduser()
+    if path.exists():
+        raise UserError(f"export_open_clip: {path} already exists; give a new directory (nothing is overwritten)")
+    if not path.parent.is_dir():
+        raise UserError(f"export_open_clip: the parent directory {path.parent} does not exist; create it first")

@@ -19,7 +19,7 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from soup.serving import class_predictions, encoded_images, uint8_images
+from soup.outputs.serving import class_predictions, encoded_images, uint8_images
 
 from trainers.checkpoint import META, load_checkpoint
 from trainers.config import TrainConfig
@@ -36,7 +36,7 @@ TAG_REGISTERED = "soupsweep.registered_model"
 
 
 class SoupModel(mlflow.pyfunc.PythonModel):
-    """For a DataFrame of encoded images (soup/serving.py): class name and probabilities per row;
+    """For a DataFrame of encoded images (soup/outputs/serving.py): class name and probabilities per row;
     for uint8 images (N, 3, S, S) at the model's input size: the soup's logits."""
 
     def load_context(self, context) -> None:

@@ -132,7 +132,7 @@ def log_soups(client: MlflowClient, run_id: str, outcome: SoupOutcome, options: 
         chosen = next(r for r in made if r.name == options.register_method)
         register_soup(client, run_id, chosen.weights, options.register_as)
     if options.export_open_clip:
-        from soup.open_clip_export import export_open_clip
+        from soup.outputs.open_clip_export import export_open_clip
 
         export_open_clip(next(r for r in made if r.name == options.register_method).weights, options.export_open_clip)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import open_clip
 from safetensors.torch import save_file
 
+from soup.methods.options import check_export_dir
 from trainers.base import pretrained_clip
 from trainers.checkpoint import load_checkpoint
 from trainers.config import TrainConfig
@@ -31,15 +32,6 @@ MODEL_FILE = "open_clip_model.safetensors"
 CONFIG_FILE = "open_clip_config.json"
 HEAD_FILE = "zeroshot_head.safetensors"
 INFO_FILE = "soupsweep.json"
-
-
-def check_export_dir(directory: str) -> None:
-    """Before any soup is made: the export never replaces what is there."""
-    path = Path(directory).expanduser()
-    if path.exists():
-        raise UserError(f"export_open_clip: {path} already exists; give a new directory (nothing is overwritten)")
-    if not path.parent.is_dir():
-        raise UserError(f"export_open_clip: the parent directory {path.parent} does not exist; create it first")
 
 
 def export_open_clip(soup_checkpoint: str | Path, directory: str | Path) -> Path:
