@@ -25,7 +25,6 @@ from soup.methods.options import check_export_dir
 from trainers.base import pretrained_clip
 from trainers.checkpoint import load_checkpoint
 from trainers.config import TrainConfig
-from trainers.errors import UserError
 from trainers.model import preprocess_stats
 
 MODEL_FILE = "open_clip_model.safetensors"
