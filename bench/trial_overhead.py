@@ -205,7 +205,8 @@ def report(cfg: SweepConfig, marks: dict[str, float], bare: list[float]) -> None
     print(f"\nsweep {wall:.1f} s: Ray up {marks['ray_up'] - marks['began']:.1f} s, "
           f"base + baselines {sweep['sweep_run'] - marks['ray_up']:.1f} s, "
           f"Tune -> first trial {first - sweep['sweep_run']:.1f} s, trials {last - first:.1f} s, "
-          f"manifest {sweep['soup_start'] - last:.1f} s, soup stage {marks['ended'] - sweep['soup_start']:.1f} s; "
+          f"search end -> soup run opened (manifest, scoring) {sweep['soup_start'] - last:.1f} s, "
+          f"soup run {marks['ended'] - sweep['soup_start']:.1f} s; "
           f"first step {min(r['train_start'] for r in rows) - marks['began']:.1f} s after start")
     if gaps:
         print(f"trial end -> next trial start: median {statistics.median(gaps):.1f} s over {len(gaps)} trials")
