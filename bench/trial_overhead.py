@@ -75,7 +75,8 @@ def sweep_marks(cfg: SweepConfig) -> dict[str, float]:
     """When the sweep run was opened (base and baselines written) and the soup run began and ended."""
     client = MlflowClient(cfg.mlflow.tracking_uri)
     experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
-    started = {r.data.tags.get(TAG_KIND): r.info.start_time / 1000 for r in client.search_runs([experiment.experiment_id])}
+    runs = client.search_runs([experiment.experiment_id])
+    started = {r.data.tags.get(TAG_KIND): r.info.start_time / 1000 for r in runs}
     return {"sweep_run": started[KIND_SWEEP], "soup_start": started[KIND_SOUP]}
 
 
