@@ -75,7 +75,8 @@ def sweep_marks(cfg: SweepConfig) -> dict[str, float]:
     """When the sweep run was opened (base and baselines written) and the soup run began and ended."""
     client = MlflowClient(cfg.mlflow.tracking_uri)
     experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
-    started = {r.data.tags.get(TAG_KIND): r.info.start_time / 1000 for r in client.search_runs([experiment.experiment_id])}
+    runs = client.search_runs([experiment.experiment_id])
+    started = {r.data.tags.get(TAG_KIND): r.info.start_time / 1000 for r in runs}
     return {"sweep_run": started[KIND_SWEEP], "soup_start": started[KIND_SOUP]}
 
 
@@ -205,7 +206,8 @@ def report(cfg: SweepConfig, marks: dict[str, float], bare: list[float]) -> None
     print(f"\nsweep {wall:.1f} s: Ray up {marks['ray_up'] - marks['began']:.1f} s, "
           f"base + baselines {sweep['sweep_run'] - marks['ray_up']:.1f} s, "
           f"Tune -> first trial {first - sweep['sweep_run']:.1f} s, trials {last - first:.1f} s, "
-          f"manifest {sweep['soup_start'] - last:.1f} s, soup stage {marks['ended'] - sweep['soup_start']:.1f} s; "
+          f"search end -> soup run opened (manifest, scoring) {sweep['soup_start'] - last:.1f} s, "
+          f"soup run {marks['ended'] - sweep['soup_start']:.1f} s; "
           f"first step {min(r['train_start'] for r in rows) - marks['began']:.1f} s after start")
     if gaps:
         print(f"trial end -> next trial start: median {statistics.median(gaps):.1f} s over {len(gaps)} trials")

@@ -22,8 +22,8 @@ def train_worker(payload: dict[str, Any]) -> None:
     resume = ray.train.get_checkpoint()  # set when Ray restarts the worker group after a failure
     with resume.as_directory() if resume else contextlib.nullcontext() as resume_dir:
         ctx = RunContext(base_dir=payload["base_dir"], device=ray.train.torch.get_device(),
-                         report=partial(report_with_timeline, timeline), resume_dir=resume_dir, trial_id=payload["trial_id"],
-                         timeline=timeline)
+                         report=partial(report_with_timeline, timeline), resume_dir=resume_dir,
+                         trial_id=payload["trial_id"], timeline=timeline)
         fit(cfg, ctx)
 
 
