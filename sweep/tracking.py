@@ -25,7 +25,7 @@ from sweep.soup_actor import BEST_SINGLE, MEMBERS, OFFERED, REPORT_KEYS, SOUP_GA
 from soup.outputs.soup_run import MODEL_TRAINING
 from sweep.queued_writes import QueuedWrites, log_table_once
 from sweep.space import resolve_overrides
-from sweep.trial import TIMELINE, checkpoint_uri, kept_checkpoint
+from sweep.trial import checkpoint_uri, kept_checkpoint
 from soup.inputs.records import (artifact_location, KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_KIND, TAG_PARENT,
                                  TAG_REASON, TAG_STATUS, TAG_STORAGE, TAG_TRIAL_ID, find_sweep_run, trial_runs)
 from trainers import metrics as M
@@ -198,7 +198,7 @@ class TrialRuns(tune.Callback):
         step, now = int(result.get(M.EPOCH, 0)), int(time.time() * 1000)
         values = {k: float(result[k]) for k in REPORTED if k in result}
         record.metrics.update(values | {M.EPOCH: step, M.DIVERGED: float(result.get(M.DIVERGED, 0.0))})
-        values |= {k: float(v) for k, v in result.items() if k.startswith(TIMELINE)}  # the phase stamps
+        values |= {k: float(v) for k, v in result.items() if k.startswith(M.TIMELINE)}  # the phase stamps
         if not result.get(M.DIVERGED):
             self.client.log_batch(record.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
         if result.get("checkpoint_path"):
@@ -245,7 +245,7 @@ class TrialRuns(tune.Callback):
         """A trial's phase as the driver sees it (Tune starts it, it ends) as a timeline/* metric, beside
         those its trial function and workers report (docs/benchmarks.md)."""
         now = time.time()
-        self.client.log_batch(run_id, metrics=[Metric(f"{TIMELINE}{phase}", now, int(now * 1000), 0)])
+        self.client.log_batch(run_id, metrics=[Metric(f"{M.TIMELINE}{phase}", now, int(now * 1000), 0)])
 
     def _close(self, record: TrialRecord, status: str, reason: str = "") -> None:
         record.status, record.reason = status, reason

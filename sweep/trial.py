@@ -30,7 +30,6 @@ CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train's checkpoint folders: checkpoint_
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of the checkpoints it keeps
 
 
-TIMELINE = "timeline/"  # prefix of a trial's phase stamps (time.time()), metrics of its MLflow run
 
 
 @dataclass
@@ -189,5 +188,5 @@ class ReportToTune(TuneReportCallback):
 
     def after_report(self, run_context, metrics, checkpoint):
         # Stamped when the controller has the report, its checkpoint persisted (timeline/received).
-        received = {**self.defaults, **metrics[0], f"{TIMELINE}received": time.time()}
+        received = {**self.defaults, **metrics[0], f"{M.TIMELINE}received": time.time()}
         super().after_report(run_context, [received, *metrics[1:]], checkpoint)

@@ -9,7 +9,7 @@ from typing import Any
 import ray.train
 import ray.train.torch
 
-from sweep.trial import TIMELINE
+from trainers import metrics as M
 from trainers.config import TrainConfig
 from trainers.loop import RunContext, fit
 
@@ -29,7 +29,7 @@ def train_worker(payload: dict[str, Any]) -> None:
 
 def report_with_timeline(timeline: dict[str, float], metrics: dict[str, float], checkpoint_dir: str | None) -> None:
     """`report`, with the phase stamps so far beside the metrics (they stay out of meta.json)."""
-    stamps = {f"{TIMELINE}{name}": value for name, value in {**timeline, "report": time.time()}.items()}
+    stamps = {f"{M.TIMELINE}{name}": value for name, value in {**timeline, "report": time.time()}.items()}
     report({**metrics, **stamps}, checkpoint_dir)
 
 
