@@ -69,7 +69,7 @@ def test_soup_greedy_on_state_dict_files_without_a_sweep(weight_files, demo_data
     assert "holds code (tests.soup.test_explicit.Opaque)" in skipped["pickled"]
     assert run.data.params["ingredients"] == "3"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"comparison.json", "comparison.parquet", "per_class.parquet", "greedy_trace.json",
+    assert {"comparison.json", "comparison_wide.json", "comparison.parquet", "per_class.json", "greedy_trace.json",
             "greedy_ensemble_trace.json", "wiseft_greedy_curve.json", "model_stock_ratios.json", "figures",
             "soups", "model"} <= artifacts
     assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} == {
