@@ -29,8 +29,8 @@ from sweep.manifest import collect_ingredients, final_checkpoint
 from sweep.recovery import backfill_checkpoint_epochs, remove_orphan_checkpoints
 from sweep.storage_faults import retry_write
 from sweep.space import param_space, scheduler, search_algorithm
-from sweep.tracking import (TAG_OFFER_ORDER, TrialRuns, close_interrupted_trials, open_sweep_run,
-                            require_new_sweep)
+from sweep.sweep_run import open_sweep_run, require_new_sweep
+from sweep.tracking import TAG_OFFER_ORDER, TrialRuns, close_interrupted_trials
 from sweep.trial import train_run_name
 from sweep.trial import TrialSpec, run_trial
 from trainers.architectures import check_model_name

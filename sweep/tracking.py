@@ -7,31 +7,28 @@ best-so-far and anytime soup current. On resume it finds the runs it opened befo
 """
 from __future__ import annotations
 
-import json
 import logging
-import posixpath
 import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from ray import tune
 
 from soup.inputs.manifest import DIVERGED, FAILED, FINISHED, STOPPED
 from sweep.soup_actor import BEST_SINGLE, MEMBERS, OFFERED, REPORT_KEYS, SOUP_GAIN
-from soup.outputs.soup_run import MODEL_TRAINING
 from sweep.queued_writes import QueuedWrites, log_table_once
 from sweep.space import resolve_overrides
-from sweep.trial import checkpoint_uri, kept_checkpoint
-from soup.inputs.records import (artifact_location, KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_KIND, TAG_PARENT,
-                                 TAG_REASON, TAG_STATUS, TAG_STORAGE, TAG_TRIAL_ID, find_sweep_run, trial_runs)
+from sweep.per_class import PER_CLASS_TABLE, kept_or_reported, kept_per_class_table, per_class_table
+from sweep.sweep_run import log_params
+from sweep.trial import checkpoint_uri
+from soup.inputs.records import (KIND_TRIAL, TAG_CHECKPOINT, TAG_KIND, TAG_PARENT, TAG_REASON, TAG_STATUS,
+                                 TAG_STORAGE, TAG_TRIAL_ID, trial_runs)
 from trainers import metrics as M
-from trainers.checkpoint import read_meta
 from trainers.config import TrainConfig
-from trainers.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -40,61 +37,11 @@ REPORTED = (M.EPOCH, M.TRAIN_LOSS, M.VAL_LOSS, M.VAL_TOP1, M.LR)
 TAG_OFFER_ORDER = "soupsweep.offer_order"  # on a trial run: when the anytime soup was offered it
 TAG_ANYTIME_MEMBERS = "soupsweep.anytime_members"  # on the sweep run: the running soup's trial ids
 TAG_ANYTIME_BEST_SINGLE = "soupsweep.anytime_best_single"  # on the sweep run: the best trial offered so far
-PER_CLASS_TABLE = "per_class_val.json"  # on a trial run: its last checkpoint's per-class report on val
 RUNNING = "running"
 NO_ERROR_TEXT = ("failed without an error text: its process was probably killed (e.g. by the out-of-memory "
                  "killer); see the Ray logs (`ray logs` or the dashboard) of its workers")
 FLUSH_PATIENCE_S = 300  # after the search, how long queued trial-run writes wait for an absent MLflow
 MLFLOW_STATUS = {FINISHED: "FINISHED", STOPPED: "FINISHED", DIVERGED: "FAILED", FAILED: "FAILED"}
-
-
-def require_new_sweep(client: MlflowClient, experiment: str) -> None:
-    """One experiment is one sweep: refuse an experiment that already holds a sweep run."""
-    found = client.get_experiment_by_name(experiment)
-    if found and find_sweep_run(client, found):
-        raise UserError(f"MLflow experiment {experiment!r} already holds a sweep (one experiment is one "
-                        "sweep); choose another mlflow.experiment, leave it empty for a new name, "
-                        f"or continue it with --resume {experiment}")
-
-
-def open_sweep_run(client: MlflowClient, experiment: str, tags: dict[str, str], params: dict[str, Any]) -> tuple[str, str]:
-    """Create (or reuse an empty) experiment and its sweep run; returns (experiment id, run id)."""
-    require_new_sweep(client, experiment)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(
-        experiment, artifact_location=artifact_location(client.tracking_uri), tags=MODEL_TRAINING)
-    for key, value in MODEL_TRAINING.items():  # also an empty experiment the user made
-        client.set_experiment_tag(experiment_id, key, value)
-    run = client.create_run(experiment_id, run_name=f"sweep-{experiment}", tags={TAG_KIND: KIND_SWEEP, **tags})
-    log_params(client, run.info.run_id, params)
-    return experiment_id, run.info.run_id
-
-
-def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
-    items = [Param(k, v if isinstance(v, str) else json.dumps(v)) for k, v in params.items()]  # as TrainConfig's
-    for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-        client.log_batch(run_id, params=items[start:start + 100])
-
-
-def kept_or_reported(reported: str) -> str:
-    """The trial's ingredient: the checkpoint Ray Train kept in the run folder of `reported` (the last
-    one Tune saw), else `reported`. A trial that Tune stopped may have saved a newer checkpoint before
-    it ended, and num_to_keep then deleted the reported one."""
-    return kept_checkpoint(posixpath.dirname(reported.rstrip("/"))) or reported
-
-
-def per_class_table(checkpoint: str) -> dict[str, list]:
-    """The per-class report on the val split of a checkpoint (its meta.json; local, s3://, gs://),
-    with its epoch as a column."""
-    meta = read_meta(checkpoint)
-    table = meta.get("per_class", {}).get("val")
-    if not table:
-        raise ValueError(f"{checkpoint}/meta.json has no per-class report")
-    return {**table, M.EPOCH: [meta["epoch"]] * len(table["class"])}
-
-
-def _kept_per_class_table(reported: str) -> dict[str, list]:
-    return per_class_table(kept_or_reported(reported))
 
 
 @dataclass
@@ -222,7 +169,7 @@ class TrialRuns(tune.Callback):
             # Queued before the status, so a run marked finished has its table. Given as a function,
             # meta.json is read on the writer thread: a slow or unreachable storage delays only the
             # MLflow writes behind it, never Tune; an unreadable one leaves the table out with a warning.
-            self.client.log_table(record.run_id, partial(_kept_per_class_table, record.checkpoint), PER_CLASS_TABLE)
+            self.client.log_table(record.run_id, partial(kept_per_class_table, record.checkpoint), PER_CLASS_TABLE)
         if epoch < record.planned_epochs:
             self._close(record, STOPPED, f"stopped early at epoch {epoch} of {record.planned_epochs}")
         else:

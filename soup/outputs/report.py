@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from soup.outputs.comparison import SHIFT_AVG, TEST, TRIAL
+from soup.outputs.comparison import TEST, TRIAL
 from soup.outputs.outcome import SoupOutcome
 
 HELDOUT = "heldout"

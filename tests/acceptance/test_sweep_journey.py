@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from soup.inputs.records import (KIND_SOUP, KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_KIND, TAG_MANIFEST, TAG_PARENT,
-                          TAG_STORAGE)
-from sweep.demo import DEMO_CONFIG
+from soup.inputs.records import KIND_SOUP, KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_MANIFEST, TAG_PARENT, TAG_STORAGE
 from soup.outputs.report import metric_name
 from sweep.tracking import TAG_STATUS
 from tests.acceptance.demo import CHROMIUM_FLAGS, EPOCHS, EXPERIMENT, TRIALS, runs_of

@@ -22,7 +22,7 @@ from soup.inputs.records import KIND_SOUP, TAG_CHECKPOINT, TAG_KIND, TAG_MANIFES
 from sweep.config import SweepConfig
 from sweep.driver import run_sweep
 from sweep.space import param_space, search_algorithm
-from sweep.tracking import TAG_REASON, TAG_STATUS
+from sweep.tracking import TAG_STATUS
 from tests.conftest import tiny_sweep_tree
 from tests.sweep.test_e2e import assert_per_class_table
 from tests.sweep.sweeps import ROOT, epochs_logged, finish, start_sweep, trial_runs, wait_for, write_config
