@@ -20,7 +20,6 @@ NEEDED = ["torch", "torchvision", "open_clip", "ray", "mlflow", "optuna", "pyarr
 PYSITE_HINT = ("carry the packages the GPU machine lacks: bash ../shared/device/make-wheels.sh, then "
                "tar -xJf .pysite/site.tar.xz -C .pysite && export PYTHONPATH=$PWD/.pysite/site:$PWD "
                "(see the header of bench/gpu_check.sh)")
-TABLE_TAIL = len(f"{'test F1':>9}{'test ECE':>9}{'McNemar p':>11}{'cost':>6}{'size':>6}")  # soup.report's columns
 
 
 def preflight(mode: str) -> int:
@@ -83,20 +82,24 @@ def pytest_counts(text: str) -> dict:
 
 
 def soup_table(text: str) -> dict:
-    """The sweep's printed comparison (soup.report.format_table): method -> set -> top-1 (%)."""
+    """The sweep's printed comparison (soup.outputs.report.format_table): method -> set -> top-1 (%).
+    Every column is right-aligned under its name, so a cell ends where its column's name ends."""
     lines = text.splitlines()
     head = next((i for i, line in enumerate(lines) if line.startswith("method") and "McNemar p" in line), None)
     if head is None:
         return {}
-    words = lines[head].split()
-    sets = words[1:words.index("F1") - 1]  # the set columns, before "test F1"
-    width = len(lines[head]) - TABLE_TAIL - 14 * len(sets)  # the method column (14 characters per set)
+    names = re.split(r"\s{2,}|\s*\|\s*", lines[head].strip())[1:]
+    sets = names[:names.index("test F1")]  # the top-1 columns: held-out (selection), test, the shift sets
+    ends, at = [], 0
+    for name in sets:
+        at = lines[head].index(name, at) + len(name)
+        ends.append(at)
     table = {}
     for line in lines[head + 1:]:
         if not line.strip() or line.startswith("left out"):
             break
-        cells = [line[width + 14 * i:width + 14 * (i + 1)].strip() for i in range(len(sets))]
-        table[line[:width].strip()] = {name: float(c.rstrip("%")) for name, c in zip(sets, cells) if c}
+        cells = [line[start:end].replace("|", "").strip() for start, end in zip([len(line.split()[0])] + ends, ends)]
+        table[line.split()[0]] = {name: float(c.rstrip("%")) for name, c in zip(sets, cells) if c}
     return table
 
 
