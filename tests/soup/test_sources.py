@@ -57,7 +57,7 @@ class NotATensor:
 
 def test_files_that_pickle_objects_or_are_corrupt_are_refused(tmp_path):
     torch.save({"state_dict": {"w": torch.zeros(1)}, "extra": NotATensor()}, tmp_path / "pickled.pt")
-    with pytest.raises(UnreadableWeights, match="refused, it pickles a .*NotATensor object"):
+    with pytest.raises(UnreadableWeights, match=r"holds code \(.*NotATensor\) .*refused unread"):
         read_weights(str(tmp_path / "pickled.pt"), tmp_path)
     (tmp_path / "corrupt.pt").write_bytes(b"garbage" * 10)
     with pytest.raises(UnreadableWeights, match="not a readable PyTorch file"):
