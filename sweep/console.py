@@ -17,6 +17,8 @@ from typing import Iterator, TextIO
 
 from tqdm import tqdm
 
+from trainers.uris import is_remote, local_path
+
 CONSOLE = "sweep.console"  # the logger whose records are the console's lines
 LOG_NAME = "console.log"
 OWN_PACKAGES = ("sweep", "soup", "trainers")  # whose warnings and errors the console shows
@@ -25,10 +27,17 @@ say = logging.getLogger(CONSOLE).info
 
 def log_file(sidecar: str, name: str) -> Path:
     """Where Ray's output goes: the sweep's own folder when its storage is local, else the working
-    directory (a log file is written as it grows: object stores cannot append)."""
-    if "://" in sidecar and not sidecar.startswith("file://"):
-        return Path(f"{name}-{LOG_NAME}").resolve()
-    return Path(sidecar.removeprefix("file://")) / LOG_NAME
+    directory (a log file is written as it grows: object stores cannot append). A local folder that
+    cannot be made also leaves the log in the working directory: the storage check that follows then
+    says in one line what is wrong with the storage."""
+    if not is_remote(sidecar):
+        folder = local_path(sidecar)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return folder / LOG_NAME
+        except OSError:
+            pass
+    return Path(f"{name}-{LOG_NAME}").resolve()
 
 
 class ConsoleHandler(logging.Handler):
