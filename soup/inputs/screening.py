@@ -39,6 +39,11 @@ class Reference:
     norms: dict[str, float] = field(default_factory=dict)  # per part, of `file`'s weights
     name: str = "base"
 
+    @property
+    def norm(self) -> float:
+        """||w|| over the image tower and the head together."""
+        return math.sqrt(sum(n * n for n in self.norms.values()))
+
     @classmethod
     def of(cls, state: dict[str, torch.Tensor], file: TensorFile | None, checksum: str = "",
            head_init: str = "", name: str = "base") -> "Reference":
@@ -125,9 +130,11 @@ def part_distances(state: dict[str, torch.Tensor], reference: TensorFile) -> dic
     return {part: math.sqrt(square) for part, square in squares.items()}
 
 
-def outliers(distances: dict[str, float], threshold: float) -> dict[str, str]:
+def outliers(distances: dict[str, float], threshold: float, base_norm: float | None = None) -> dict[str, str]:
     """trial id -> why, for each ingredient whose distance from the base is far above the others': its
-    robust z-score 0.6745·(x − median) / MAD of x = log10(distance) exceeds `threshold` (0: no screen).
+    robust z-score 0.6745·(x − median) / MAD of x = log10(distance) exceeds `threshold` (0: no screen),
+    and it moved farther than the base's own norm (when given): fine-tuning from a shared start never
+    does, so a trial that trained while most others barely moved (tiny learning rates) is not flagged.
     The MAD is taken as at least MAD_FLOOR so that trials that merely trained with different learning
     rates are not flagged; a flipped exponent bit moves a distance by tens of decades. Needs at least
     MIN_SCREENED ingredients (with fewer, none is judged) and fewer than half of them corrupt."""
@@ -139,7 +146,7 @@ def outliers(distances: dict[str, float], threshold: float) -> dict[str, str]:
     found = {}
     for trial, x in logs.items():
         z = 0.6745 * (x - median) / mad
-        if z > threshold:
+        if z > threshold and (base_norm is None or distances[trial] > base_norm):
             found[trial] = (f"weights far from the base: ||w - w_base|| = {distances[trial]:.4g}, robust z-score "
                             f"{z:.1f} against the {len(logs)} ingredients' (median distance {10 ** median:.4g}; "
                             f"soup.outlier_z {threshold}): corrupt weights (e.g. a flipped bit) or a run that blew up")

@@ -90,16 +90,17 @@ def check_candidates(candidates: list[Ingredient], base: Base, evaluator: Evalua
         if base.file and outlier_z:
             entry.distance = part_distances(weights.state, ref.file).get("all", 0.0)
         checked.append(entry)
-    checked = screened(checked, outlier_z, skipped) if base.file else checked
+    checked = screened(checked, outlier_z, skipped, reference) if base.file else checked
     return checked, set().union(*(c.moved for c in checked))
 
 
-def screened(checked: list[Checked], outlier_z: float, skipped: dict[str, str]) -> list[Checked]:
+def screened(checked: list[Checked], outlier_z: float, skipped: dict[str, str],
+             base: Reference | None) -> list[Checked]:
     """The checked candidates but those whose distance from the base is an outlier (screening.outliers);
     without a base (explicit ingredients without --base) the stage does not screen."""
     if outlier_z and len(checked) < MIN_SCREENED:
         log.info("weight screen: %d ingredients, fewer than %d: not screened", len(checked), MIN_SCREENED)
-    far = outliers({c.ingredient.trial_id: c.distance for c in checked}, outlier_z)
+    far = outliers({c.ingredient.trial_id: c.distance for c in checked}, outlier_z, base.norm if base else None)
     for entry in checked:
         if entry.ingredient.trial_id in far:
             _skip(skipped, entry.ingredient, far[entry.ingredient.trial_id])

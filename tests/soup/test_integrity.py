@@ -97,6 +97,11 @@ def test_the_robust_z_score_of_log_distances():
     assert list(flagged) == ["e"] and "robust z-score 19.4" in flagged["e"]  # 0.6745 · 37.17 / 1.29
     assert outliers({"a": 1.0, "e": 1.5e37}, 3.5) == {}  # fewer than three: nothing judged
     assert outliers({"a": 0.0, "b": 1.0, "c": 1.1}, 3.5) == {}  # the base itself is no outlier
+    # one trial trained while the others barely moved (learning rates 1e6x apart): far above them in
+    # z, but closer to the base than the base's own norm, as fine-tuning is: kept
+    barely = {"trained": 1.0, "a": 1e-6, "b": 1e-6, "c": 2e-6}
+    assert list(outliers(barely, 3.5)) == ["trained"] and outliers(barely, 3.5, base_norm=10.0) == {}
+    assert list(outliers({**barely, "e": 1.5e37}, 3.5, base_norm=10.0)) == ["e"]
 
 
 def test_the_greedy_soup_never_weights_a_duplicated_member_twice(soup_inputs, tmp_path):
