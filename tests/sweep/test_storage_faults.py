@@ -55,7 +55,8 @@ def test_trial_storage_unwritable_for_a_while_is_waited_for_and_for_too_long_fai
     tree["resources"]["storage_patience_s"] = 30
     tree["soup"] = {"methods": ["best", "uniform", "greedy"]}
     uri, log = tree["mlflow"]["tracking_uri"], tmp_path / "log.txt"
-    sweep = start_sweep(["--config", str(write_config(tmp_path, tree))], log)
+    # --verbose: the trials' log lines (waiting, resuming) in the sweep's output, read while it runs
+    sweep = start_sweep(["--config", str(write_config(tmp_path, tree)), "--verbose"], log)
     first = wait_for_a_checkpoint(tmp_path / "storage", sweep, log)
     with unwritable(first):  # Train's own retry of a failed upload fails again at once; the trial waits
         wait_for(lambda: "its storage is not writable" in log.read_text(), "the trial to wait", sweep, log)
