@@ -20,6 +20,7 @@ from soup.inputs.records import absolute_sqlite
 from soup.outputs.report import format_spread, format_table
 from soup.outputs.soup_run import ui_url
 from sweep.config import SweepConfig
+from sweep.console import quiet_open_clip
 from sweep.demo import demo_tree, make_demo_files
 from sweep.driver import SweepOutcome, resume_sweep, run_sweep
 from sweep.profiles import PROFILES_DIR, load_profile
@@ -65,6 +66,7 @@ def load_config(path: str | None, sets: list[str], cluster: str | None = None) -
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet_open_clip(args.verbose)
     try:
         if args.resume:
             outcome = resume_sweep(absolute_sqlite(args.tracking_uri), args.resume, args.verbose)
