@@ -96,7 +96,8 @@ def test_time_budget_stops_trials_that_stay_ingredients(ray_cluster, demo_data, 
     assert run.data.tags[TAG_CHECKPOINT] == trial.checkpoint  # the checkpoint kept, even if saved after Tune's last result
 
 
-def test_unwritable_storage_is_reported_before_any_trial(ray_cluster, demo_data, tmp_path):
+def test_unwritable_storage_is_reported_before_any_trial(ray_cluster, demo_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the console log falls back to the working directory
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     cfg = sweep_config(demo_data, tmp_path)
