@@ -4,33 +4,39 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import uuid
 from typing import Iterator
 
-import pyarrow.fs as pafs
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sweep.config import SweepConfig
+from sweep.storage_faults import probe_write
 from trainers.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def connect_ray() -> Iterator[None]:
+def connect_ray() -> Iterator[bool]:
     """Attach to RAY_ADDRESS or a cluster started with `ray start`, else start a local one; shut
-    down only what we started."""
+    down only what we started. Yields whether this process started the cluster (this machine only)."""
     if ray.is_initialized():
-        yield
+        yield started_here()
         return
     context = ray.init()
     log.info("Ray cluster at %s (dashboard %s): %s", ray.get_runtime_context().gcs_address,
              context.dashboard_url or "off", ray.cluster_resources())
     try:
-        yield
+        yield started_here()
     finally:
         ray.shutdown()
+
+
+def started_here() -> bool:
+    """Whether `ray.init` in this process started the cluster, which then is this machine only. Ray has
+    no public API for it: the driver that started a cluster holds its head node (ray 2.60)."""
+    node = getattr(ray._private.worker, "_global_node", None)
+    return bool(node is not None and node.head)
 
 
 def trial_concurrency(cfg: SweepConfig) -> int:
@@ -55,20 +61,6 @@ def trial_concurrency(cfg: SweepConfig) -> int:
                             "search.max_concurrent_trials when an autoscaler will add the nodes")
         fits.append(math.floor(have[kind] / amount + 1e-9))
     return min([*fits, cfg.search.max_concurrent_trials or cfg.search.num_samples])
-
-
-def probe_write(storage: str) -> str | None:
-    """Write and delete a small file under `storage`; returns the error, or None when it worked."""
-    try:
-        fs, path = pafs.FileSystem.from_uri(storage if "://" in storage else f"file://{storage}")
-        fs.create_dir(path, recursive=True)
-        probe = f"{path}/.soupsweep-probe-{uuid.uuid4().hex[:8]}"
-        with fs.open_output_stream(probe) as stream:
-            stream.write(b"ok")
-        fs.delete_file(probe)
-    except Exception as err:  # permission, missing bucket, credentials: all mean "cannot write here"
-        return f"{type(err).__name__}: {err}"
-    return None
 
 
 def check_storage_writable(storage: str) -> None:

@@ -32,7 +32,7 @@ from sweep.space import param_space, scheduler, search_algorithm
 from sweep.sweep_run import open_sweep_run, require_new_sweep
 from sweep.tracking import TAG_OFFER_ORDER, TrialRuns, close_interrupted_trials
 from sweep.trial import train_run_name
-from sweep.trial import TrialSpec, run_trial
+from sweep.trial import TrialSpec, run_trial, train_env
 from trainers.architectures import check_model_name
 from trainers.base import check_pretrained_weights, default_device, write_base_checkpoint
 from trainers.baselines import training_free_baselines
@@ -89,7 +89,7 @@ def run_sweep(cfg: SweepConfig, verbose: bool = False) -> SweepOutcome:
     paths = SweepPaths(cfg.storage_path, name)
     client = MlflowClient(cfg.mlflow.tracking_uri)
     require_new_sweep(client, name)
-    with sweep_console(log_file(paths.sidecar, name), verbose), connect_ray():
+    with sweep_console(log_file(paths.sidecar, name), verbose), connect_ray() as local_cluster:
         check_storage_writable(cfg.storage_path)
         concurrency = trial_concurrency(cfg)
         checksum = prepare_base(cfg, paths)
@@ -104,7 +104,7 @@ def run_sweep(cfg: SweepConfig, verbose: bool = False) -> SweepOutcome:
                              name if cfg.anytime.enabled else None)
         anytime = start_anytime(cfg, paths)
         tuner = tune.Tuner(
-            trainable(cfg, paths),
+            trainable(cfg, paths, local_cluster),
             param_space=param_space(cfg.search),
             tune_config=tune.TuneConfig(
                 num_samples=cfg.search.num_samples, search_alg=search_algorithm(cfg.search, concurrency),
@@ -131,13 +131,13 @@ def resume_sweep(tracking_uri: str, experiment: str, verbose: bool = False) -> S
         raise UserError(f"--resume {experiment}: the sweep's Tune folder {paths.tune_dir} is gone or holds no "
                         "Tune experiment, so there is nothing to continue; run a new sweep (another "
                         "mlflow.experiment), or redo its soup with python -m soup.greedy")
-    with sweep_console(log_file(paths.sidecar, found.name), verbose), connect_ray():
+    with sweep_console(log_file(paths.sidecar, found.name), verbose), connect_ray() as local_cluster:
         backfill_checkpoint_epochs(client, found.experiment_id, sweep_run.info.run_id, paths.storage, paths.name)
         remove_orphan_checkpoints(paths.storage, paths.name)
         anytime = start_anytime(cfg, paths)
         if anytime is not None:
             replay_offers(client, found.experiment_id, sweep_run.info.run_id, paths, anytime)
-        tuner = tune.Tuner.restore(paths.tune_dir, trainable(cfg, paths), resume_unfinished=True,
+        tuner = tune.Tuner.restore(paths.tune_dir, trainable(cfg, paths, local_cluster), resume_unfinished=True,
                                    resume_errored=True)
         # only now: a resume that fails before this leaves the sweep run as it was (KILLED, FAILED)
         client.update_run(sweep_run.info.run_id, "RUNNING")
@@ -208,13 +208,14 @@ def prepare_base(cfg: SweepConfig, paths: SweepPaths) -> str:
     return checksum
 
 
-def trainable(cfg: SweepConfig, paths: SweepPaths):
+def trainable(cfg: SweepConfig, paths: SweepPaths, local_cluster: bool):
     res = cfg.resources
     spec = TrialSpec(base_config=cfg.train_config().model_dump(mode="json"), base_dir=paths.base,
                      storage_path=cfg.storage_path, experiment=paths.name, workers=res.workers,
                      cpus_per_worker=res.cpus_per_worker, gpus_per_worker=res.gpus_per_worker,
                      max_failures=res.max_failures, storage_patience_s=res.storage_patience_s,
-                     anytime=cfg.anytime.enabled, objective=cfg.search.objective)
+                     anytime=cfg.anytime.enabled, objective=cfg.search.objective,
+                     train_env=train_env(local_cluster))
     return tune.with_resources(tune.with_parameters(run_trial, spec=spec), {"cpu": res.driver_cpus})
 
 

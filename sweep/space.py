@@ -1,15 +1,16 @@
 """The search space as Tune domains, the search algorithm and the scheduler."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher
-from ray.tune.search.optuna import OptunaSearch
 
-from sweep.config import Domain, SearchConfig
 from trainers import metrics as M
+
+if TYPE_CHECKING:  # every trial's process imports this module (resolve_overrides): no config, no optuna
+    from sweep.config import Domain, SearchConfig
 
 # What the search algorithm maximises (search.objective). ASHA always stops on val/top1; each sets
 # its own metric, so Tune's own `metric` stays unset and no result needs keys it does not carry.
@@ -53,6 +54,8 @@ def search_algorithm(search: SearchConfig, max_concurrent: int) -> Searcher | Ba
     The limit is set here because Tune ignores TuneConfig.max_concurrent_trials for a
     BasicVariantGenerator passed as search_alg: surplus trials would then wait forever on workers."""
     if search.algorithm == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
         return ConcurrencyLimiter(OptunaSearch(metric=OBJECTIVES[search.objective], mode=MODE, seed=search.seed),
                                   max_concurrent=max_concurrent)
     return BasicVariantGenerator(random_state=search.seed, max_concurrent=max_concurrent)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Callable, TypeVar
 
+import pyarrow.fs as pafs
 from ray.train import ControllerError, TrainingFailedError, WorkerGroupError
 
-from sweep.cluster import probe_write
 from trainers.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,20 @@ FIRST_DELAY_S, MAX_DELAY_S = 2.0, 30.0
 
 class StorageUnwritable(UserError):
     """Storage stayed unwritable for the patience given: the message names the path."""
+
+
+def probe_write(storage: str) -> str | None:
+    """Write and delete a small file under `storage`; returns the error, or None when it worked."""
+    try:
+        fs, path = pafs.FileSystem.from_uri(storage if "://" in storage else f"file://{storage}")
+        fs.create_dir(path, recursive=True)
+        probe = f"{path}/.soupsweep-probe-{uuid.uuid4().hex[:8]}"
+        with fs.open_output_stream(probe) as stream:
+            stream.write(b"ok")
+        fs.delete_file(probe)
+    except Exception as err:  # permission, missing bucket, credentials: all mean "cannot write here"
+        return f"{type(err).__name__}: {err}"
+    return None
 
 
 def wait_until_writable(folder: str, patience_s: float) -> str | None:

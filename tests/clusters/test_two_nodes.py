@@ -93,9 +93,9 @@ def two_nodes(tmp_path_factory):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def train_workers(dashboard: str, env: dict) -> list[dict]:
+def train_workers(dashboard: str, env: dict, class_name: str = "RayTrainWorker") -> list[dict]:
     listed = subprocess.run([RAY, "list", "actors", "--address", dashboard, "--detail", "--format", "json",
-                             "--filter", "class_name=RayTrainWorker", "--limit", "1000"],
+                             "--filter", f"class_name={class_name}", "--limit", "1000"],
                             env=env, capture_output=True, text=True, check=True)
     return json.loads(listed.stdout)
 
@@ -122,6 +122,8 @@ def test_a_sweeps_trials_train_on_both_nodes(two_nodes, demo_data, pretrained_fi
         by_group[worker["placement_group_id"]].add(worker["node_id"])
     assert len(by_group) == 2, by_group  # one worker group per trial (no restarts, nothing else attached)
     assert all(nodes == set(two_nodes["nodes"]) for nodes in by_group.values()), (by_group, two_nodes["nodes"])
+    # a cluster the sweep attached to may have spot nodes: Train's preemption watcher stays on (one per trial)
+    assert len(train_workers(two_nodes["dashboard"], two_nodes["env"], "PreemptionWatcher")) == 2
 
     client = MlflowClient(tree["mlflow"]["tracking_uri"])
     runs = client.search_runs([client.get_experiment_by_name("two-nodes").experiment_id])

@@ -103,6 +103,16 @@ def test_trial_runs_record_their_timeline_in_order(finished_sweep):
         assert [m.step for m in reports] == [m.step for m in client.get_metric_history(run.info.run_id, M.VAL_TOP1)]
 
 
+def test_trials_on_a_cluster_the_sweep_started_run_without_a_preemption_watcher(finished_sweep):
+    from ray.util.state import list_actors  # the session's cluster is still up: the test process started it
+
+    def actors(class_name: str) -> list:
+        return list_actors(filters=[("class_name", "=", class_name)], limit=1000, raise_on_missing_output=False)
+
+    assert actors("RayTrainWorker"), "no Train worker listed: the check below would prove nothing"
+    assert actors("PreemptionWatcher") == []  # sweep.trial.LOCAL_CLUSTER_ENV (a cluster of this machine only)
+
+
 def test_greedy_soup_beats_or_ties_every_ingredient_on_heldout(finished_sweep):
     _, outcome = finished_sweep
     table = outcome.soup.outcome.table
