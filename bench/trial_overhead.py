@@ -49,7 +49,8 @@ PHASES = [("Tune->trial fn", "scheduled", "trial_start"),  # the trial's process
           ("model->1st step", "data_ready", "train_start"),
           ("epochs", "train_start", "report"),  # training steps, evaluation, checkpoints, reports
           ("persist+report", "report", "received"),
-          ("->trial end", "received", "trial_end")]
+          ("->fit returned", "received", "fit_end"),  # workers stopped, the controller's result back
+          ("offer->trial end", "fit_end", "trial_end")]  # the anytime soup weighs the trial; Tune ends it
 # Ray Train's own defaults for what sweep.trial.train_env sets (ray/train/v2/_internal/constants.py)
 RAY_DEFAULTS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2.0", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "1"}
 OURS = {**TRAIN_ENV, **LOCAL_CLUSTER_ENV}  # a cluster the sweep started, as here
@@ -77,6 +78,7 @@ def trial_timelines(cfg: SweepConfig) -> list[dict[str, float]]:
             for r in runs]
     for row in rows:
         row.setdefault("scheduled", row["trial_start"])  # recorded by the driver since the timeline began
+        row.setdefault("fit_end", row["trial_end"])  # stamped when the trial offers itself to the anytime soup
     return sorted(rows, key=lambda row: row["scheduled"])
 
 

@@ -213,7 +213,8 @@ class TrialRuns(tune.Callback):
         """The trial's soup gain on its run; the soup's state right after its offer on the sweep run
         (both from the trial's soup result: see sweep.soup_actor.offer_to_soup)."""
         now = int(time.time() * 1000)
-        metrics = [Metric(SOUP_GAIN, float(result[SOUP_GAIN]), now, 0)]
+        metrics = [Metric(SOUP_GAIN, float(result[SOUP_GAIN]), now, 0)] + [
+            Metric(k, float(v), now, 0) for k, v in result.items() if k.startswith(M.TIMELINE)]  # fit_end
         if not result[OFFERED] or self.anytime_experiment is None:
             self.client.log_batch(record.run_id, metrics=metrics)
             return

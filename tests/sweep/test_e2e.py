@@ -87,7 +87,7 @@ def assert_per_class_table(client: MlflowClient, experiment_id: str, run_id: str
 
 
 TIMELINE = ["scheduled", "trial_start", "worker_start", "base_loaded", "data_ready", "train_start", "last_step",
-            "report", "received", "trial_end"]  # a trial's phases in the order they happen (docs/benchmarks.md)
+            "report", "received", "fit_end", "trial_end"]  # a trial's phases in the order they happen (docs/benchmarks.md)
 
 
 def test_trial_runs_record_their_timeline_in_order(finished_sweep):
