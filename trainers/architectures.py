@@ -21,6 +21,8 @@ from trainers.errors import UserError
 
 SHIPPED_CONFIGS = Path(__file__).parent / "model_configs"
 SIGLIP_VOCABULARY = "SigLIP's T5/Gemma vocabulary"  # open_clip downloads it from storage.googleapis.com
+# a Hugging Face text model's config and tokenizer files; not its weights: the CLIP weights hold the text tower's
+HF_TEXT_FILES = "--include '*.json' --include '*.txt' --include '*.model'"
 open_clip.add_model_config(SHIPPED_CONFIGS)
 
 
@@ -66,7 +68,7 @@ def _hf_hub(repo: str) -> str:
         open_clip.get_model_config(f"hf-hub:{repo}")  # fetched once, then read from the HF cache
     except Exception as err:  # network and hub errors come in many types; all mean the same here
         raise UserError(f"model.name: could not fetch hf-hub:{repo} ({type(err).__name__}). Without "
-                        f"network access, download it elsewhere (huggingface-cli download {repo} "
+                        f"network access, download it elsewhere (hf download {repo} "
                         "--local-dir DIR), copy DIR here and use model.name=local-dir:DIR") from None
     return f"hf-hub:{repo}"
 
@@ -114,9 +116,9 @@ def hf_unavailable(name: str, arch: str, part: str, source: str, err: Exception)
         return f"{what}; without network access set text_cfg.hf_tokenizer_name to a directory of its tokenizer files"
     text = open_clip.get_model_config(arch)["text_cfg"]
     keys = " and ".join(f"text_cfg.{key}" for key in ("hf_model_name", "hf_tokenizer_name") if text.get(key) == source)
-    return (f"{what}. Without network access, download it elsewhere (huggingface-cli download {source} "
-            f"--local-dir DIR), copy DIR here and set {keys} to DIR in a copy of the model config "
-            "(model.name=/path/to/config.json)")
+    return (f"{what}. Without network access, download its config and tokenizer files elsewhere (hf download "
+            f"{source} {HF_TEXT_FILES} --local-dir DIR), copy DIR here and set {keys} to DIR in a copy of the "
+            "model config (model.name=/path/to/config.json)")
 
 
 def check_model_name(name: str) -> str:

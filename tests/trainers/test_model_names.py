@@ -122,6 +122,6 @@ def test_hugging_face_text_tower_without_transformers_is_one_line(tmp_path):
 def test_hugging_face_text_model_offline_says_how_to_download_it(hf_offline, tmp_path):
     config = open_clip.get_model_config("roberta-ViT-B-32")  # text tower: the Hugging Face model roberta-base
     (tmp_path / "roberta-clip.json").write_text(json.dumps(config))
-    with pytest.raises(UserError, match="could not load the Hugging Face text model roberta-base .*huggingface-cli "
-                       "download roberta-base --local-dir DIR.*text_cfg.hf_model_name and text_cfg.hf_tokenizer_name"):
+    with pytest.raises(UserError, match="could not load the Hugging Face text model roberta-base .*hf "
+                       "download roberta-base --include .* --local-dir DIR.*text_cfg.hf_model_name and text_cfg.hf_tokenizer_name"):
         check_model_name(str(tmp_path / "roberta-clip.json"))
