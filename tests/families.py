@@ -43,8 +43,9 @@ def tiny_config(family: str, directory: Path) -> dict:
     cfg["embed_dim"] = embed_dim
     cfg["vision_cfg"].update(vision)
     if "hf_model_name" in cfg["text_cfg"]:
-        hf_dir = str(write_tiny_roberta(Path(directory) / f"tiny-{family}-text"))
-        cfg["text_cfg"].update(hf_model_name=hf_dir, hf_tokenizer_name=hf_dir, context_length=TINY_TEXT["context_length"])
+        hf_dir = str(write_tiny_roberta(Path(directory) / f"tiny-{family}-text"))  # loaded from there, offline
+        cfg["text_cfg"].update(hf_model_name=hf_dir, hf_tokenizer_name=hf_dir,
+                               context_length=TINY_TEXT["context_length"])
     else:
         text = {k: v for k, v in cfg["text_cfg"].items() if k not in ("hf_tokenizer_name", "tokenizer_kwargs")}
         cfg["text_cfg"] = {**text, **TINY_TEXT}

@@ -115,7 +115,8 @@ def hf_unavailable(name: str, arch: str, part: str, source: str, err: Exception)
     if source == SIGLIP_VOCABULARY:
         return f"{what}; without network access set text_cfg.hf_tokenizer_name to a directory of its tokenizer files"
     text = open_clip.get_model_config(arch)["text_cfg"]
-    keys = " and ".join(f"text_cfg.{key}" for key in ("hf_model_name", "hf_tokenizer_name") if text.get(key) == source)
+    keys = " and ".join(f"text_cfg.{key}" for key in ("hf_model_name", "hf_tokenizer_name")
+                        if text.get(key) == source)  # where the config names it
     return (f"{what}. Without network access, download its config and tokenizer files elsewhere (hf download "
             f"{source} {HF_TEXT_FILES} --local-dir DIR), copy DIR here and set {keys} to DIR in a copy of the "
             "model config (model.name=/path/to/config.json)")

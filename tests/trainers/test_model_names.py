@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from tests.families import tiny_config
 from trainers.architectures import SHIPPED_CONFIGS, build_clip, check_model_name
 from trainers.base import write_base_checkpoint
 from trainers.checkpoint import read_meta
@@ -122,6 +123,16 @@ def test_hugging_face_text_tower_without_transformers_is_one_line(tmp_path):
 def test_hugging_face_text_model_offline_says_how_to_download_it(hf_offline, tmp_path):
     config = open_clip.get_model_config("roberta-ViT-B-32")  # text tower: the Hugging Face model roberta-base
     (tmp_path / "roberta-clip.json").write_text(json.dumps(config))
-    with pytest.raises(UserError, match="could not load the Hugging Face text model roberta-base .*hf "
-                       "download roberta-base --include .* --local-dir DIR.*text_cfg.hf_model_name and text_cfg.hf_tokenizer_name"):
+    with pytest.raises(UserError, match="could not load the Hugging Face text model roberta-base .*hf download "
+                       "roberta-base --include .* --local-dir DIR.*"
+                       "text_cfg.hf_model_name and text_cfg.hf_tokenizer_name"):
         check_model_name(str(tmp_path / "roberta-clip.json"))
+
+
+def test_local_dir_with_a_hugging_face_tokenizer_needs_its_files(tmp_path):
+    model_cfg = tiny_config("hf-text", tmp_path)  # its text model is found; open_clip reads the tokenizer
+    (tmp_path / "my-clip").mkdir()               # from the local-dir: directory itself, which lacks it
+    (tmp_path / "my-clip" / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg}))
+    with pytest.raises(UserError, match=f"could not load the Hugging Face tokenizer .*put its tokenizer files in "
+                       f"{tmp_path / 'my-clip'}"):
+        check_model_name(f"local-dir:{tmp_path / 'my-clip'}")
