@@ -27,6 +27,17 @@ def pretrained_file(tmp_path_factory) -> str:
     return str(pretrain_demo_clip(tmp_path_factory.mktemp("weights") / "tiny.safetensors", epochs=15))
 
 
+@pytest.fixture
+def hf_offline(monkeypatch, tmp_path) -> None:
+    """No Hugging Face downloads and an empty cache, as on a machine without network. The variable is read
+    when huggingface_hub is imported, hence the constant too (else every call waits for its timeouts)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+
+
 class RunsAShell:
     """Unpickling this would run a shell command (touch `marker`): what a malicious weights file does."""
 

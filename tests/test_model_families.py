@@ -1,6 +1,7 @@
 """The compatibility matrix: a tiny version of each open_clip family (tests/families.py) through the
 whole pipeline: zero-shot base, two steps of ft and of flyp, checkpoints, a uniform and a greedy
-soup of the two, the greedy soup exported and reloaded by open_clip alone in another process."""
+soup of the two, the uniform soup exported and reloaded by open_clip alone in another process (its
+logits, and its text tower and tokenizer: the base's)."""
 from __future__ import annotations
 
 import os
@@ -11,18 +12,19 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from soup.inputs.manifest import FINISHED, Ingredient
 from soup.outputs.open_clip_export import export_open_clip
 from tests.families import FAMILIES, write_tiny_config
 from tests.soup.conftest import run_stage
-from trainers.base import write_base_checkpoint
+from trainers.base import TEXT_TOWER, write_base_checkpoint
 from trainers.checkpoint import load_checkpoint, read_meta
 from trainers.config import TrainConfig
 from trainers.data.synthetic import write_demo_data
 from trainers.loop import RunContext, fit
-from trainers.model import build_classifier
+from trainers.model import build_classifier, clip_with_tower, tokenizer_for
 
 RELOAD = Path(__file__).with_name("open_clip_reload.py")
 TINY_SPLITS = {"train": 8, "val": 8, "heldout": 8, "test": 8, "sketch": 8}  # 2 steps of 4 images
@@ -43,12 +45,20 @@ def train(cfg: TrainConfig, base: Path, out: Path, method: str, seed: int) -> In
     return Ingredient(trial, FINISHED, str(out), read_meta(out)["base_checksum"], mlflow_run_id=f"run-{trial}")
 
 
-def reload_logits(export: Path, images: torch.Tensor, tmp: Path) -> torch.Tensor:
+def reload_outputs(export: Path, images: torch.Tensor, tmp: Path) -> dict[str, torch.Tensor]:
+    """The logits of `images` and the class names' text embeddings, computed by open_clip alone."""
     save_file({"images": images}, str(tmp / "images.safetensors"))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run([sys.executable, str(RELOAD), str(export), str(tmp / "images.safetensors"),
-                    str(tmp / "logits.safetensors")], check=True, cwd=tmp, env=env, timeout=300)
-    return load_file(str(tmp / "logits.safetensors"))["logits"]
+                    str(tmp / "out.safetensors")], check=True, cwd=tmp, env=env, timeout=300)
+    return load_file(str(tmp / "out.safetensors"))
+
+
+@torch.no_grad()
+def base_text_embeddings(cfg: TrainConfig, base: Path, model, classes: list[str]) -> torch.Tensor:
+    """The class names through the base's text tower (the one every soup keeps) and our tokenizer."""
+    clip = clip_with_tower(cfg.model, model, load_file(str(base / TEXT_TOWER))).eval()
+    return F.normalize(clip.encode_text(tokenizer_for(cfg.model)(classes)), dim=-1)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -70,4 +80,7 @@ def test_family_trains_soups_and_exports(family, tiny_data, tmp_path):
     images = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ours = model.eval()(images)
-    assert torch.allclose(reload_logits(export, images, tmp_path), ours, atol=1e-4)
+    theirs = reload_outputs(export, images, tmp_path)
+    assert torch.allclose(theirs["logits"], ours, atol=1e-4)
+    text = base_text_embeddings(cfg, tmp_path / "base", model, soup.meta["classes"])
+    assert torch.allclose(theirs["text"], text, atol=1e-4)

@@ -8,7 +8,6 @@ image size, its preprocessing config the normalisation.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -21,6 +20,9 @@ from trainers.config import ModelConfig
 from trainers.errors import UserError
 
 SHIPPED_CONFIGS = Path(__file__).parent / "model_configs"
+SIGLIP_VOCABULARY = "SigLIP's T5/Gemma vocabulary"  # open_clip downloads it from storage.googleapis.com
+# a Hugging Face text model's config and tokenizer files; not its weights: the CLIP weights hold the text tower's
+HF_TEXT_FILES = "--include '*.json' --include '*.txt' --include '*.model'"
 open_clip.add_model_config(SHIPPED_CONFIGS)
 
 
@@ -66,7 +68,7 @@ def _hf_hub(repo: str) -> str:
         open_clip.get_model_config(f"hf-hub:{repo}")  # fetched once, then read from the HF cache
     except Exception as err:  # network and hub errors come in many types; all mean the same here
         raise UserError(f"model.name: could not fetch hf-hub:{repo} ({type(err).__name__}). Without "
-                        f"network access, download it elsewhere (huggingface-cli download {repo} "
+                        f"network access, download it elsewhere (hf download {repo} "
                         "--local-dir DIR), copy DIR here and use model.name=local-dir:DIR") from None
     return f"hf-hub:{repo}"
 
@@ -76,15 +78,48 @@ def model_config(name: str) -> dict:
     return open_clip.get_model_config(resolve_architecture(name))
 
 
-def require_transformers(name: str) -> None:
-    """Hugging Face text towers and tokenizers need `transformers`: say so before anything starts."""
-    arch = resolve_architecture(name)
+def hf_text_parts(arch: str) -> dict[str, str]:
+    """What of Hugging Face `arch`'s text side loads: {"text model": hf_model_name, "tokenizer": ...} (or {})."""
     text = open_clip.get_model_config(arch)["text_cfg"]
-    siglip_tokenizer = parse_model_name(arch)[0] is None and "siglip" in arch.lower()  # open_clip's rule
-    uses_hf = text.get("hf_model_name") or text.get("hf_tokenizer_name") or (siglip_tokenizer and "SigLIP's T5")
-    if uses_hf and importlib.util.find_spec("transformers") is None:
-        raise UserError(f"model.name: {name} uses the Hugging Face text model/tokenizer {uses_hf}; "
-                        "install it with: pip install transformers")
+    parts = {"text model": text.get("hf_model_name"), "tokenizer": text.get("hf_tokenizer_name")}
+    if not parts["tokenizer"] and parse_model_name(arch)[0] is None and "siglip" in arch.lower():
+        parts["tokenizer"] = SIGLIP_VOCABULARY  # open_clip's rule for names without one
+    return {part: source for part, source in parts.items() if source}
+
+
+def require_transformers(name: str) -> None:
+    """Hugging Face text towers and tokenizers need `transformers` and their files (from the Hugging Face
+    cache, a download, or a local directory): load them here, as every trial will, or say in one line why not."""
+    arch = resolve_architecture(name)
+    parts = hf_text_parts(arch)
+    if not parts:
+        return
+    try:
+        from transformers import AutoConfig  # open_clip imported it already where it is installed
+    except ImportError:
+        raise UserError(f"model.name: {name} uses the Hugging Face {' and '.join(parts)} "
+                        f"{' / '.join(parts.values())}; install it with: pip install transformers") from None
+    for part, source in parts.items():
+        try:
+            AutoConfig.from_pretrained(source) if part == "text model" else open_clip.get_tokenizer(arch)
+        except Exception as err:  # network, hub and file errors come in many types; all mean the same here
+            raise UserError(hf_unavailable(name, arch, part, source, err)) from None
+
+
+def hf_unavailable(name: str, arch: str, part: str, source: str, err: Exception) -> str:
+    """One line: which Hugging Face part of `name` did not load, and how to provide it offline."""
+    schema, identifier = parse_model_name(arch)
+    what = f"model.name: {name}: could not load the Hugging Face {part} {source} ({type(err).__name__})"
+    if schema == "local-dir" and part == "tokenizer":
+        return f"{what}; open_clip reads it from the directory: put its tokenizer files in {identifier}"
+    if source == SIGLIP_VOCABULARY:
+        return f"{what}; without network access set text_cfg.hf_tokenizer_name to a directory of its tokenizer files"
+    text = open_clip.get_model_config(arch)["text_cfg"]
+    keys = " and ".join(f"text_cfg.{key}" for key in ("hf_model_name", "hf_tokenizer_name")
+                        if text.get(key) == source)  # where the config names it
+    return (f"{what}. Without network access, download its config and tokenizer files elsewhere (hf download "
+            f"{source} {HF_TEXT_FILES} --local-dir DIR), copy DIR here and set {keys} to DIR in a copy of the "
+            "model config (model.name=/path/to/config.json)")
 
 
 def check_model_name(name: str) -> str:

@@ -4,6 +4,8 @@ DIR/open_clip_model.safetensors   the CLIP state dict: the souped image tower + 
 DIR/open_clip_config.json         {"model_cfg", "preprocess_cfg"}: what open_clip's local-dir: reads
 DIR/zeroshot_head.safetensors     the soup's class head (weight, bias) on normalised image features
 DIR/soupsweep.json                the architecture, the classes, the soup method and its ingredient runs
+DIR/tokenizer files               a Hugging Face tokenizer's (tokenizer.json, ...), where the model has one:
+                                  open_clip's local-dir: reads it from the directory
 
 Load it with `open_clip.create_model_and_transforms("local-dir:DIR")`, or for a built-in
 architecture `create_model_and_transforms(arch, pretrained="DIR/open_clip_model.safetensors")`.
@@ -25,7 +27,7 @@ from soup.methods.options import check_export_dir
 from trainers.base import pretrained_clip
 from trainers.checkpoint import load_checkpoint
 from trainers.config import TrainConfig
-from trainers.model import preprocess_stats
+from trainers.model import preprocess_stats, tokenizer_for
 
 MODEL_FILE = "open_clip_model.safetensors"
 CONFIG_FILE = "open_clip_config.json"
@@ -50,6 +52,7 @@ def export_open_clip(soup_checkpoint: str | Path, directory: str | Path) -> Path
                    "bias": soup.state_dict["head.bias"].contiguous()}, tmp / HEAD_FILE)
         _write_json(tmp / CONFIG_FILE, open_clip_config(cfg, clip))
         _write_json(tmp / INFO_FILE, export_info(cfg, soup.meta))
+        save_tokenizer(cfg, tmp)
         os.rename(tmp, directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -63,6 +66,14 @@ def open_clip_config(cfg: TrainConfig, clip) -> dict:
     mean, std = preprocess_stats(clip)
     preprocess = {**clip.visual.preprocess_cfg, "mean": list(mean), "std": list(std)}
     return {"model_cfg": model_config(cfg.model.name), "preprocess_cfg": preprocess}
+
+
+def save_tokenizer(cfg: TrainConfig, directory: Path) -> None:
+    """A Hugging Face tokenizer's files, as open_clip's push_to_hf_hub saves them (open_clip's own
+    SimpleTokenizer has none: it is part of open_clip)."""
+    tokenizer = tokenizer_for(cfg.model)
+    if hasattr(tokenizer, "save_pretrained"):
+        tokenizer.save_pretrained(str(directory))
 
 
 def export_info(cfg: TrainConfig, meta: dict) -> dict:

@@ -223,6 +223,15 @@ def test_pretrained_weights_that_pickle_code(capsys, demo_data, tmp_path):
     assert_nothing_created(tmp_path)
 
 
+def test_a_hugging_face_text_model_that_cannot_be_loaded(capsys, demo_data, tmp_path, hf_offline):
+    (tmp_path / "roberta-clip.json").write_text(json.dumps(open_clip.get_model_config("roberta-ViT-B-32")))
+    tree = tiny_sweep_tree(demo_data, tmp_path)
+    tree["model"]["name"] = str(tmp_path / "roberta-clip.json")
+    err = one_line_error(capsys, run.main(["--config", write_config(tmp_path, tree)]))
+    assert "could not load the Hugging Face text model roberta-base (OSError). Without network access" in err
+    assert_nothing_created(tmp_path)
+
+
 def test_a_sweep_without_pretrained_weights_is_warned_about():
     from sweep.config import SweepConfig
 

@@ -2,14 +2,17 @@
 Hugging Face text towers without transformers."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
+import subprocess
+import sys
 
+import open_clip
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from tests.families import tiny_config
 from trainers.architectures import SHIPPED_CONFIGS, build_clip, check_model_name
 from trainers.base import write_base_checkpoint
 from trainers.checkpoint import read_meta
@@ -75,22 +78,61 @@ def test_local_dir_without_config_says_what_it_needs(tmp_path):
         check_model_name(f"local-dir:{tmp_path}")
 
 
-def test_hf_hub_offline_says_how_to_use_local_dir(monkeypatch, tmp_path):
-    import huggingface_hub.constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setenv("HF_HOME", str(tmp_path))
+def test_hf_hub_offline_says_how_to_use_local_dir(hf_offline):
     with pytest.raises(UserError, match="could not fetch hf-hub:timm/ViT-B-16-SigLIP.*model.name=local-dir:DIR"):
         check_model_name("hf-hub:timm/ViT-B-16-SigLIP")
 
 
+# Run in a process where `import transformers` fails as if it were not installed (open_clip included).
+WITHOUT_TRANSFORMERS = """
+import sys
+
+class NoTransformers:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "transformers":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, NoTransformers())
+from trainers.config import ModelConfig
+from trainers.data.synthetic import CLASSES
+from trainers.errors import UserError
+from trainers.model import build_zeroshot_classifier
+
+for name in sys.argv[1:]:
+    try:
+        build_zeroshot_classifier(ModelConfig(name=name), CLASSES)
+    except UserError as err:
+        print(err)
+assert "transformers" not in sys.modules
+"""
+
+
 def test_hugging_face_text_tower_without_transformers_is_one_line(tmp_path):
-    if importlib.util.find_spec("transformers") is not None:
-        pytest.skip("transformers is installed here")
     config = json.loads((SHIPPED_CONFIGS / "soupsweep-tiny-vit.json").read_text())
     config["text_cfg"] = {"hf_model_name": "bert-base-uncased", "hf_tokenizer_name": "bert-base-uncased"}
     (tmp_path / "hf-text.json").write_text(json.dumps(config))
-    for name in (str(tmp_path / "hf-text.json"), "ViT-B-16-SigLIP"):
-        with pytest.raises(UserError, match="pip install transformers"):
-            build_zeroshot_classifier(ModelConfig(name=name), CLASSES)
+    names = [str(tmp_path / "hf-text.json"), "ViT-B-16-SigLIP"]
+    run = subprocess.run([sys.executable, "-c", WITHOUT_TRANSFORMERS, *names], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    assert len(lines) == 2 and all(line.endswith("install it with: pip install transformers") for line in lines)
+    assert "text model and tokenizer bert-base-uncased" in lines[0] and "tokenizer timm/ViT-B-16-SigLIP" in lines[1]
+
+
+def test_hugging_face_text_model_offline_says_how_to_download_it(hf_offline, tmp_path):
+    config = open_clip.get_model_config("roberta-ViT-B-32")  # text tower: the Hugging Face model roberta-base
+    (tmp_path / "roberta-clip.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="could not load the Hugging Face text model roberta-base .*hf download "
+                       "roberta-base --include .* --local-dir DIR.*"
+                       "text_cfg.hf_model_name and text_cfg.hf_tokenizer_name"):
+        check_model_name(str(tmp_path / "roberta-clip.json"))
+
+
+def test_local_dir_with_a_hugging_face_tokenizer_needs_its_files(tmp_path):
+    model_cfg = tiny_config("hf-text", tmp_path)  # its text model is found; open_clip reads the tokenizer
+    (tmp_path / "my-clip").mkdir()               # from the local-dir: directory itself, which lacks it
+    (tmp_path / "my-clip" / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg}))
+    with pytest.raises(UserError, match=f"could not load the Hugging Face tokenizer .*put its tokenizer files in "
+                       f"{tmp_path / 'my-clip'}"):
+        check_model_name(f"local-dir:{tmp_path / 'my-clip'}")
