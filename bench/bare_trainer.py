@@ -56,12 +56,14 @@ class TrialStartsAndEnds(tune.Callback):
         self.ends[trial.trial_id] = time.time()
 
 
-def floor_rows(storage: str, trials: int, concurrency: int, driver_cpus: float, space: dict) -> list[dict[str, float]]:
+def floor_rows(storage: str, trials: int, concurrency: int, driver_cpus: float, space: dict,
+               reuse_actors: bool) -> list[dict[str, float]]:
     """Run the bare trials; per trial its stamps named as the sweep's timeline: scheduled (Tune started
     it), train_start (loop entered), last_step (last report), trial_end."""
     marks = TrialStartsAndEnds()
     tuner = tune.Tuner(tune.with_resources(bare_trial, {"cpu": driver_cpus}), param_space={**space, "storage": storage},
-                       tune_config=tune.TuneConfig(num_samples=trials, max_concurrent_trials=concurrency),
+                       tune_config=tune.TuneConfig(num_samples=trials, max_concurrent_trials=concurrency,
+                                                   reuse_actors=reuse_actors),
                        run_config=tune.RunConfig(name="bare", storage_path=storage, callbacks=[marks], verbose=0))
     return [{"trial": r.metrics["trial_id"], "scheduled": marks.starts[r.metrics["trial_id"]],
              "train_start": r.metrics["worker_start"], "last_step": r.metrics["report"],

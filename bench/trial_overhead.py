@@ -57,10 +57,10 @@ OURS = {**TRAIN_ENV, **LOCAL_CLUSTER_ENV}  # a cluster the sweep started, as her
 cloudpickle.register_pickle_by_value(bare_trainer)  # Ray's workers cannot import bench/
 
 
-def sweep_config(args: argparse.Namespace, tmp: Path, name: str) -> SweepConfig:
+def sweep_config(args: argparse.Namespace, tmp: Path, name: str, reuse_actors: bool | None = None) -> SweepConfig:
     tree = demo_config(args.data_dir, pretrained=not args.random_init)
     tree["search"]["space"].pop("optim.epochs", None)
-    tree["search"].update(num_samples=args.trials, max_concurrent_trials=args.concurrency)
+    tree["search"].update(num_samples=args.trials, max_concurrent_trials=args.concurrency, reuse_actors=reuse_actors)
     tree["optim"]["epochs"] = args.epochs
     tree["resources"]["workers"] = args.workers
     tree["storage_path"] = str(tmp / name / "storage")
@@ -129,7 +129,8 @@ def sweep_and_floor(args: argparse.Namespace, tmp: Path, name: str, env: dict[st
     for key in RAY_DEFAULTS:  # what the driver's environment sets, train_env() leaves alone
         os.environ.pop(key, None)
     os.environ.update(env if env is RAY_DEFAULTS else {})
-    cfg = sweep_config(args, tmp, name)
+    reuse = env is not RAY_DEFAULTS  # Tune's default is False; a sweep's (search.reuse_actors) True
+    cfg = sweep_config(args, tmp, name, reuse)
     began = time.time()
     run_sweep(cfg)
     ended = time.time()
@@ -137,7 +138,7 @@ def sweep_and_floor(args: argparse.Namespace, tmp: Path, name: str, env: dict[st
     space = {"epochs": args.epochs, "workers": res.workers, "cpus": res.cpus_per_worker,
              "env": {} if env is RAY_DEFAULTS else env}
     bare = bare_trainer.floor_rows(str(tmp / name / "bare"), args.trials, trial_concurrency(cfg),
-                                   res.driver_cpus, space)
+                                   res.driver_cpus, space, reuse)
     return {"cfg": cfg, "began": began, "ended": ended, "floor": [overhead(r) for r in with_next_starts(bare)]}
 
 
@@ -167,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{args.trials} trials x {args.workers} workers x {args.epochs} epochs, at most "
               f"{args.concurrency or 'what fits'} at once; Ray up {ray_up:.1f} s")
         for label, (env, run) in runs.items():
-            print(f"\n== {label}: " + ", ".join(f"{k}={v}" for k, v in env.items()))
+            reuse = "false" if env is RAY_DEFAULTS else "true"
+            print(f"\n== {label}: Tune reuse_actors={reuse}, " + ", ".join(f"{k}={v}" for k, v in env.items()))
             report(run)
     return 0
 

@@ -83,6 +83,21 @@ class SearchConfig(Section):
     objective: Literal["val_top1", "soup_gain"] = Field(
         "val_top1", description="what the search algorithm maximises: each trial's own val/top1, or "
         "soup_gain, the rise in the anytime soup's held-out accuracy the trial brought (0 if not kept)")
+    reuse_actors: bool | None = Field(None, description="start a trial in the process of one that ended (Tune's "
+                                      "reuse_actors: no process start, no imports); null: on unless search.asha "
+                                      "is set")
+
+    @model_validator(mode="after")
+    def _reuse_needs_whole_trials(self) -> "SearchConfig":
+        # Tune can only reuse the process of a trial whose function returned; one that ASHA stopped is
+        # still inside TorchTrainer.fit, the reset fails and Tune fails the next trial.
+        if self.reuse_actors and self.asha is not None:
+            raise ValueError("search.reuse_actors: true does not work with search.asha (Tune cannot reuse the "
+                             "process of a trial stopped early); set it to null or false")
+        return self
+
+    def reuses_actors(self) -> bool:
+        return self.asha is None if self.reuse_actors is None else self.reuse_actors
 
     @model_validator(mode="after")
     def _grid_needs_choices(self) -> "SearchConfig":

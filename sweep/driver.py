@@ -108,7 +108,8 @@ def run_sweep(cfg: SweepConfig, verbose: bool = False) -> SweepOutcome:
             param_space=param_space(cfg.search),
             tune_config=tune.TuneConfig(
                 num_samples=cfg.search.num_samples, search_alg=search_algorithm(cfg.search, concurrency),
-                scheduler=scheduler(cfg.search, max_epochs(cfg)), time_budget_s=cfg.search.time_budget_s),
+                scheduler=scheduler(cfg.search, max_epochs(cfg)), time_budget_s=cfg.search.time_budget_s,
+                reuse_actors=cfg.search.reuses_actors()),
             run_config=tune.RunConfig(name=paths.name, storage_path=cfg.storage_path, callbacks=[callback, TrialConsole(cfg.search.num_samples, cfg.optim.epochs)],
                                       stop=SoupPlateau(cfg.anytime.stop_after) if cfg.anytime.stop_after else None,
                                       verbose=1),

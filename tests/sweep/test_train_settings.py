@@ -26,3 +26,18 @@ def test_started_here_tells_a_cluster_this_process_started(ray_cluster):
     assert started_here()  # conftest's ray.init(address="local") started it
     with connect_ray() as local:  # attached to it: still this machine's cluster
         assert local
+
+
+def test_trial_processes_are_reused_unless_asha_stops_trials_early():
+    from sweep.config import SweepConfig
+    from trainers.config import validate
+    from trainers.errors import UserError
+
+    def search(**section) -> "SweepConfig":
+        return validate(SweepConfig, {"search": section}).search
+
+    asha = {"grace_period": 1, "reduction_factor": 2}
+    assert search().reuses_actors() and not search(asha=asha).reuses_actors()
+    assert not search(reuse_actors=False).reuses_actors()
+    with pytest.raises(UserError, match="search.reuse_actors: true does not work with search.asha"):
+        search(reuse_actors=True, asha=asha)
