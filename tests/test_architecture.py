@@ -140,3 +140,18 @@ def test_the_checker_sees_real_imports():
     # Guard against a checker that passes because it reads nothing.
     assert "ray" in {n.split(".")[0] for n in imported_modules(ROOT / "sweep" / "trial.py")}
     assert "trainers.errors" in imported_modules(ROOT / "soup" / "make.py")
+
+
+def test_a_trials_own_process_imports_no_driver_or_worker_modules():
+    # A trial's process and its Train controller unpickle sweep.trial before the trial starts: whatever
+    # it imports delays every trial (docs/benchmarks.md, "The cut measured").
+    import subprocess
+    import sys
+
+    heavy = ["mlflow", "optuna", "open_clip", "torchvision", "transformers", "sweep.config", "sweep.worker"]
+    probe = f"import sys, sweep.trial; print([m for m in {heavy!r} if m in sys.modules])"
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
+    control = subprocess.run([sys.executable, "-c", probe.replace("sweep.trial", "sweep.worker")], cwd=ROOT,
+                             capture_output=True, text=True, check=True)
+    assert "open_clip" in control.stdout  # the probe sees imports
