@@ -74,7 +74,8 @@ def run_seed(work: Path, seed: int) -> dict:
     command = [sys.executable, "-m", "sweep.run", "--seed", str(seed)]
     shown = f"python -m sweep.run --seed {seed}"
     print(f"seed {seed}: {shown}  (in {cwd}; output in {cwd / 'sweep.out'})", flush=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",  # sweep.out fills as the run goes
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     started = time.monotonic()
     with open(cwd / "sweep.out", "w") as out:
         done = subprocess.run(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -136,7 +137,8 @@ def format_spread_table(rows: list[dict], seeds: int) -> str:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     texts = {key: _cell(row, seeds) for key, row in cells.items()}
     names = [f"{set_name} {METRICS[metric]}" for metric, set_name in columns]
-    widths = [max([len(name), *(len(texts.get((m, *col), "")) for m in methods)]) + 2 for name, col in zip(names, columns)]
+    widths = [max([len(name), *(len(texts.get((m, *col), "")) for m in methods)]) + 2
+              for name, col in zip(names, columns)]
     first = max(len("method"), *map(len, methods)) + 2
     lines = [f"{'method':<{first}}" + "".join(f"{name:>{w}}" for name, w in zip(names, widths))]
     lines += [f"{m:<{first}}" + "".join(f"{texts.get((m, *col), ''):>{w}}" for col, w in zip(columns, widths))

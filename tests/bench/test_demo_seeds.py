@@ -29,8 +29,10 @@ def row(method: str, set_name: str, top1: float, macro_f1: float | None = None) 
 def seed_table(greedy_test: float, with_uniform: bool = True, shifts: tuple[str, ...] = (SKETCH,)) -> list[dict]:
     """One seed's comparison: held-out (selection), test, the shift sets and their average, methods,
     a baseline and a single trial."""
-    sets = {"heldout": 0.99, "test": greedy_test, **{s: greedy_test - 0.1 for s in shifts}, "shift/avg": greedy_test - 0.1}
-    methods = {"greedy": 0.0, "baseline:zeroshot": -0.05, "trial:t1": -0.02, **({"uniform": -0.01} if with_uniform else {})}
+    sets = {"heldout": 0.99, "test": greedy_test, **{s: greedy_test - 0.1 for s in shifts},
+            "shift/avg": greedy_test - 0.1}
+    methods = {"greedy": 0.0, "baseline:zeroshot": -0.05, "trial:t1": -0.02,
+               **({"uniform": -0.01} if with_uniform else {})}
     return [row(m, s, v + offset) for m, offset in methods.items() for s, v in sets.items()]
 
 
@@ -62,7 +64,8 @@ def test_the_spread_over_seeds_comes_from_the_recorded_soup_runs(tmp_path):
     assert {r["method"] for r in rows} == {"greedy", "uniform", "baseline:zeroshot"}  # no single trials
     table = demo_seeds.format_spread_table(rows, 3).splitlines()
     assert table[0].split() == ["method", "test", "top-1", "shift/sketch", "top-1", "test", "F1", "shift/sketch", "F1"]
-    assert table[1].split() == ["greedy", *["90.0", "±", "1.0", "[89.0–91.0]", "80.0", "±", "1.0", "[79.0–81.0]"] * 2]
+    test, sketch = ["90.0", "±", "1.0", "[89.0–91.0]"], ["80.0", "±", "1.0", "[79.0–81.0]"]
+    assert table[1].split() == ["greedy", *test, *sketch, *test, *sketch]
 
 
 def test_a_method_a_seed_lacks_is_counted_and_several_shift_sets_keep_their_average(tmp_path):
@@ -71,7 +74,8 @@ def test_a_method_a_seed_lacks_is_counted_and_several_shift_sets_keep_their_aver
     rows = demo_seeds.spread_rows(tables)
     assert cell(rows, "uniform", "test")["n"] == 1 and cell(rows, "uniform", "test")["std"] == 0.0
     assert [s for s in dict.fromkeys(r["set"] for r in rows)] == ["test", SKETCH, "shift/inverted", "shift/avg"]
-    uniform_line = next(line for line in demo_seeds.format_spread_table(rows, 2).splitlines() if line.startswith("uniform"))
+    lines = demo_seeds.format_spread_table(rows, 2).splitlines()
+    uniform_line = next(line for line in lines if line.startswith("uniform"))
     assert "79.0 ± 0.0 [79.0–79.0] (n=1)" in uniform_line
 
 
