@@ -37,6 +37,9 @@ from soup.inputs.records import KIND_SOUP, TAG_KIND  # noqa: E402
 from soup.outputs.comparison import SHIFT_AVG, TEST, TRIAL  # noqa: E402
 
 METRICS = {"top1": "top-1", "macro_f1": "F1"}
+# Reading one small artifact per run: no download progress bar between the lines (the runs inherit this;
+# their output goes to a file)
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
