@@ -156,7 +156,8 @@ def _cell(row: dict, seeds: int) -> str:
 
 
 def duration(seconds: float) -> str:
-    return f"{int(seconds // 60)} min {round(seconds % 60)} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s"
 
 
 def report(runs: list[dict]) -> str:
