@@ -1,8 +1,9 @@
-"""python -m sweep.run [--config sweep.yaml] [--cluster NAME] [--set KEY=VALUE ...]
+"""python -m sweep.run [--config sweep.yaml | --seed N] [--cluster NAME] [--set KEY=VALUE ...]
 
 Runs a hyper-parameter sweep of CLIP fine-tuning with Ray Tune (each trial trained with DDP by Ray
 Train), then the soup stage, and records everything in MLflow. Without --config it runs the
-embedded demo: a tiny model on generated data, on a local Ray cluster, in a few minutes on CPU.
+embedded demo: a tiny model on generated data, on a local Ray cluster, in a few minutes on CPU;
+--seed N draws the demo's data, search and training from another seed (default 0).
 Under `ray job submit` (RAY_ADDRESS set) or after `ray start`, it attaches to that cluster.
 --cluster applies a cluster profile (clusters/profiles/NAME.yaml: resources, concurrency, storage,
 MLflow) between the config file and the --set overrides.
@@ -21,7 +22,7 @@ from soup.outputs.report import format_spread, format_table
 from soup.outputs.soup_run import ui_url
 from sweep.config import SweepConfig
 from sweep.console import quiet_open_clip
-from sweep.demo import demo_tree, make_demo_files
+from sweep.demo import demo_data_dir, demo_tree, make_demo_files
 from sweep.driver import SweepOutcome, resume_sweep, run_sweep
 from sweep.profiles import PROFILES_DIR, load_profile
 from trainers.config import validate
@@ -33,6 +34,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m sweep.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="sweep YAML (keys: docs/config.md); default: the embedded demo")
+    parser.add_argument("--seed", type=int, metavar="N",
+                        help="the demo's seed (without --config): its generated data (in soupsweep-demo-data-seedN), "
+                             "search.seed (which draws each trial's training seed) and seed; default 0, the demo "
+                             "the README shows. The stand-in pretrained weights are the same for every seed")
     parser.add_argument("--cluster", metavar="NAME",
                         help=f"cluster profile applied after the config file, before --set: one of {PROFILES_DIR}/*.yaml "
                              "(e.g. local, aws-1gpu, aws-8gpu, k8s)")
@@ -51,10 +56,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_config(path: str | None, sets: list[str], cluster: str | None = None) -> SweepConfig:
-    """YAML file (or the demo) + cluster profile + --set overrides, validated into a SweepConfig."""
+def load_config(path: str | None, sets: list[str], cluster: str | None = None, seed: int | None = None) -> SweepConfig:
+    """YAML file (or the demo of `seed`) + cluster profile + --set overrides, validated into a SweepConfig."""
     if path is None:
-        tree = demo_tree()  # its files are made once the overrides are valid
+        seed = seed or 0
+        tree = demo_tree(demo_data_dir(seed), seed=seed)  # its files are made once the overrides are valid
+    elif seed is not None:
+        raise UserError("--seed is the demo's seed: with --config, set search.seed and seed in the YAML "
+                        "or with --set search.seed=N --set seed=N")
     else:
         tree = read_config_file(path)
     overrides = parse_sets(sets)
@@ -71,12 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             outcome = resume_sweep(absolute_sqlite(args.tracking_uri), args.resume, args.verbose)
         else:
-            cfg = load_config(args.config, args.set, args.cluster)
+            cfg = load_config(args.config, args.set, args.cluster, args.seed)
             if args.print_config:
                 print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
                 return 0
             if args.config is None:
-                make_demo_files()
+                make_demo_files(demo_data_dir(args.seed or 0), seed=args.seed or 0)
             outcome = run_sweep(cfg, args.verbose)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
