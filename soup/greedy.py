@@ -25,6 +25,7 @@ from soup.outputs.soup_run import ui_url
 from trainers.config import validate
 from trainers.prompts import TEMPLATES
 from trainers.errors import UserError
+from trainers.model import quiet_open_clip
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -42,6 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     method.add_argument("--tie-rule", choices=[">=", ">"], help="greedy: keep a candidate on a tie (>=, the "
                         "paper's recipe, default) or not (>)")
     method.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--verbose", action="store_true", help="also print open_clip's log lines on building models")
     method.add_argument("--eval-workers", help="Ray workers that evaluate the ingredients in parallel: auto "
                         "(default: one per free GPU when Ray is running or RAY_ADDRESS is set and at least two "
                         "are free, else none), 0 (in this process) or N (N workers, one GPU each when the "
@@ -96,6 +98,7 @@ def add_method_flags(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet_open_clip(args.verbose)
     uri = absolute_sqlite(args.tracking_uri)
     try:
         options = soup_options(args)

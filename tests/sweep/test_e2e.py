@@ -140,6 +140,7 @@ def test_soup_greedy_from_another_process(finished_sweep):
                           env={**os.environ, "RAY_ADDRESS": ""})
     assert done.returncode == 0, done.stderr
     assert "greedy" in done.stdout and "uniform" in done.stdout
+    assert "Instantiating model architecture" not in done.stdout + done.stderr  # open_clip's chatter (--verbose)
     soups = runs_by_kind(client, outcome.experiment_id)[KIND_SOUP]
     assert len(soups) == before + 1
     newest = max(soups, key=lambda r: r.info.start_time)
