@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from soup.methods.options import SoupOptions
 from soup.inputs.records import absolute_sqlite
-from sweep.presets import PRESETS, merge
+from trainers.presets import PRESETS, merge
 from trainers.config import Section, TrainConfig, allowed_keys, fixes_shared_init, flatten
 
 
