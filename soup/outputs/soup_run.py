@@ -22,15 +22,12 @@ from soup.outputs.report import HELDOUT, SELECTION, legacy_metric_name, metric_n
 from soup.outputs.outcome import SoupOutcome
 from trainers.checkpoint import META
 from trainers.errors import UserError
+from trainers.tracking import MODEL_TRAINING  # noqa: F401 (imported from here too)
 
 SOUP_RUN_PREFIX = "soup"
 CELL_METRICS = ("top1", "macro_f1", "ece")
 
 
-# What MLflow 3.17 reads to call an experiment "Machine learning" (custom model development) rather
-# than GenAI; its UI opens on the runs only with ?workflowType=machine_learning in the URL (checked in
-# Chromium: the tag alone leaves the GenAI overview on a first visit), so ui_url adds it.
-MODEL_TRAINING = {"mlflow.experimentKind": "custom_model_development"}
 STAGE_SECONDS = "stage_seconds"  # the stage's time, measured from just before the run is created to its last write
 
 
