@@ -59,6 +59,13 @@ def open_experiment(client: MlflowClient, name: str) -> str:
         name, artifact_location=artifact_location(client.tracking_uri), tags=MODEL_TRAINING)
 
 
+def ui_url(tracking_uri: str, experiment_id: str, server: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI page of an experiment's runs (model training view); `server`: where `mlflow ui`
+    listens, when the tracking URI is not itself a server."""
+    root = tracking_uri if tracking_uri.startswith(("http://", "https://")) else server
+    return f"{root.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
     items = [Param(k, v if isinstance(v, str) else json.dumps(v)) for k, v in params.items()]  # as TrainConfig's
     for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch

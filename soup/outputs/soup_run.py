@@ -22,7 +22,7 @@ from soup.outputs.report import HELDOUT, SELECTION, legacy_metric_name, metric_n
 from soup.outputs.outcome import SoupOutcome
 from trainers.checkpoint import META
 from trainers.errors import UserError
-from trainers.tracking import MODEL_TRAINING  # noqa: F401 (imported from here too)
+from trainers.tracking import MODEL_TRAINING, ui_url  # noqa: F401 (imported from here too)
 
 SOUP_RUN_PREFIX = "soup"
 CELL_METRICS = ("top1", "macro_f1", "ece")
@@ -132,13 +132,6 @@ def log_soups(client: MlflowClient, run_id: str, outcome: SoupOutcome, options: 
         from soup.outputs.open_clip_export import export_open_clip
 
         export_open_clip(next(r for r in made if r.name == options.register_method).weights, options.export_open_clip)
-
-
-def ui_url(tracking_uri: str, experiment_id: str, server: str = "http://127.0.0.1:5000") -> str:
-    """The MLflow UI page of an experiment's runs (model training view); `server`: where `mlflow ui`
-    listens, when the tracking URI is not itself a server."""
-    root = tracking_uri if tracking_uri.startswith(("http://", "https://")) else server
-    return f"{root.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def soup_record(outcome: SoupOutcome, method: str) -> dict:
