@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import Iterator, TextIO
 
-import open_clip
 from tqdm import tqdm
 
+from trainers.architectures import quiet_open_clip  # noqa: F401 (imported from here too)
 from trainers.uris import is_remote, local_path
 
 CONSOLE = "sweep.console"  # the logger whose records are the console's lines
@@ -39,21 +39,6 @@ def log_file(sidecar: str, name: str) -> Path:
         except OSError:
             pass
     return Path(f"{name}-{LOG_NAME}").resolve()
-
-
-def quiet_open_clip(verbose: bool) -> None:
-    """Without --verbose, open_clip's chatter on building a model (it logs on the root logger: the
-    model identifier, its config, "no pretrained weights loaded" before we load ours) is dropped from
-    the root logger's handlers; its errors are kept. Called by the entry points, which configure logging."""
-    if verbose:
-        return
-    package = os.path.dirname(open_clip.__file__)
-
-    def keep(record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.ERROR or not record.pathname.startswith(package)
-
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(keep)
 
 
 class ConsoleHandler(logging.Handler):

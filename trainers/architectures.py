@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
+import os
 from pathlib import Path
 
 import open_clip
@@ -162,3 +164,18 @@ def tag_preprocess(cfg: ModelConfig, arch: str) -> dict:
 
 def tokenizer_for(cfg: ModelConfig):
     return open_clip.get_tokenizer(resolve_architecture(cfg.name))
+
+
+def quiet_open_clip(verbose: bool) -> None:
+    """Without --verbose, open_clip's chatter on building a model (it logs on the root logger: the
+    model identifier, its config, "no pretrained weights loaded" before we load ours) is dropped from
+    the root logger's handlers; its errors are kept. Called by the entry points, which configure logging."""
+    if verbose:
+        return
+    package = os.path.dirname(open_clip.__file__)
+
+    def keep(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or not record.pathname.startswith(package)
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(keep)

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from trainers import metrics as M
+from trainers.architectures import quiet_open_clip
 from trainers.base import check_pretrained_weights, write_base_checkpoint
 from trainers.config import TrainConfig
 from trainers.data.store import check_dataset
@@ -119,12 +120,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--tracking-uri", help="log the run to this MLflow tracking URI (instead of the file's "
                         "mlflow.tracking_uri); without it and without an mlflow section nothing is logged")
+    parser.add_argument("--verbose", action="store_true", help="also print open_clip's messages on building models")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet_open_clip(args.verbose)
     try:
         run = load_run_config(args.config, args.set, args.tracking_uri)
         device, out = resolve_device(args.device, "--device"), Path(args.out)
