@@ -64,7 +64,10 @@ def run_training(run: RunConfig, out: Path, device: torch.device) -> RunOutcome:
         result = fit(cfg, RunContext(base_dir=str(out / "base"), device=device, report=reporter(out, record),
                                      trial_id="run"))
         metrics = dict(result.metrics)
-        if not metrics.get(M.DIVERGED):
+        if metrics.get(M.DIVERGED):
+            if record is not None:
+                record.status = "FAILED"
+        else:
             final = evaluate_splits(result.model, reported_splits(cfg), cfg.precision, device)
             metrics.update(final)
             if record is not None:
@@ -138,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(format_metrics(outcome.metrics))
-    if outcome.metrics.get(M.DIVERGED):
-        print(f"the training loss went non-finite at epoch {int(outcome.metrics[M.EPOCH])}: no checkpoint")
+    diverged = bool(outcome.metrics.get(M.DIVERGED))
+    print(f"the training loss went non-finite at epoch {int(outcome.metrics[M.EPOCH])}: no checkpoint, nothing "
+          "evaluated (lower optim.lr, or set optim.grad_clip)" if diverged else format_metrics(outcome.metrics))
     if outcome.checkpoint.is_dir():
         print(f"checkpoint: {outcome.checkpoint}")
     if outcome.record is not None:
@@ -148,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"MLflow run {outcome.record.run_id} in experiment {run.experiment!r} at {uri}; browse it with: "
               + (f"mlflow ui --backend-store-uri {uri}, then " if not uri.startswith(("http://", "https://")) else "")
               + ui_url(uri, outcome.record.experiment_id))
-    return 0
+    return 1 if diverged else 0
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ KIND_RUN = "run"  # TAG_KIND of a single run: the soup stage's queries (sweep, t
 class RunRecord:
     def __init__(self, client: MlflowClient, experiment_id: str, run_id: str):
         self.client, self.experiment_id, self.run_id = client, experiment_id, run_id
+        self.status = "FINISHED"  # how the run ends when nothing raised (FAILED: it diverged, as a trial)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         """Metrics at `step` (the epoch): numbers only, one batch."""
@@ -34,8 +35,8 @@ class RunRecord:
 
 @contextlib.contextmanager
 def run_record(section: MlflowConfig | None, experiment: str, cfg: TrainConfig, name: str) -> Iterator[RunRecord | None]:
-    """An open MLflow run for the block (None without a tracking section); it ends FINISHED, or FAILED
-    when the block raised."""
+    """An open MLflow run for the block (None without a tracking section); it ends with `record.status`,
+    or FAILED when the block raised."""
     if section is None:
         yield None
         return
@@ -49,4 +50,4 @@ def run_record(section: MlflowConfig | None, experiment: str, cfg: TrainConfig, 
     except BaseException:
         client.set_terminated(record.run_id, "FAILED")
         raise
-    client.set_terminated(record.run_id, "FINISHED")
+    client.set_terminated(record.run_id, record.status)

@@ -111,3 +111,14 @@ def test_the_printed_table_names_every_set():
     lines = trainers_run.format_metrics(metrics).splitlines()
     assert [line.split()[0] for line in lines] == ["set", "val", "test", "shift/a_long_set_name"]
     assert lines[3].split()[1:] == ["100.00", "-", "-", "-"]
+
+
+def test_a_diverged_run_says_so_exits_1_and_its_mlflow_run_failed(sweep_file, capsys):
+    code = trainers_run.main(["--config", "sweep.yaml", "--out", "out", "--set", "optim.lr=1e6",
+                              "--set", "optim.grad_clip=null", "--set", "optim.epochs=2"])
+    out = capsys.readouterr().out
+    assert code == 1 and "the training loss went non-finite at epoch 1: no checkpoint" in out, out
+    assert not (sweep_file / "out" / "checkpoint").exists() and "top-1 %" not in out
+    client = MlflowClient(f"sqlite:///{sweep_file / 'mlflow.db'}")
+    [logged] = client.search_runs([client.get_experiment_by_name("tiny-sweep").experiment_id])
+    assert logged.info.status == "FAILED" and logged.data.metrics["diverged"] == 1.0
