@@ -25,7 +25,7 @@ from soup.outputs.soup_run import ui_url
 from trainers.config import validate
 from trainers.prompts import TEMPLATES
 from trainers.errors import UserError
-from trainers.model import quiet_open_clip
+from trainers.architectures import quiet_open_clip
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 

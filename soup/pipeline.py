@@ -19,14 +19,15 @@ from soup.inputs.explicit import ExplicitInputs, explicit_base, explicit_ingredi
 from soup.inputs.manifest import Ingredient, ingredients_from_runs, manifest_exists, read_manifest
 from soup.methods.options import SoupOptions
 from soup.methods.spec import NEEDS_BASE
-from soup.inputs.records import TAG_BASE, TAG_MANIFEST, artifact_location, find_experiment, require_sweep_run
-from soup.outputs.soup_run import MODEL_TRAINING, log_soup_run, soup_run
+from soup.inputs.records import TAG_BASE, TAG_MANIFEST, find_experiment, require_sweep_run
+from soup.outputs.soup_run import log_soup_run, soup_run
 from soup.inputs.base import base_from_checkpoint
 from soup.inputs.screening import require_usable
 from soup.make import make_soups
 from soup.outputs.outcome import SoupOutcome
 from trainers.config import validate
 from trainers.errors import UserError
+from trainers.tracking import open_experiment
 
 log = logging.getLogger(__name__)
 DEFAULT_EXPERIMENT = "soupsweep-soups"
@@ -87,7 +88,7 @@ def soup_files(tracking_uri: str, inputs: ExplicitInputs, options: SoupOptions,
         base = explicit_base(inputs, ingredients, workdir)
         options = _without_base_methods(options) if base.file is None else options
         client = MlflowClient(tracking_uri)
-        experiment_id = _experiment_id(client, experiment)
+        experiment_id = open_experiment(client, experiment)
         with soup_run(client, experiment_id, None) as run_id:
             outcome = make_soups(ingredients, base, options, workdir)
             log_soup_run(client, run_id, outcome, options,
@@ -108,8 +109,3 @@ def _without_base_methods(options: SoupOptions) -> SoupOptions:
                 ", ".join(sorted(NEEDS_BASE & set(options.methods))))
     return options.model_copy(update={"methods": kept})
 
-
-def _experiment_id(client: MlflowClient, name: str) -> str:
-    found = client.get_experiment_by_name(name)
-    return found.experiment_id if found else client.create_experiment(
-        name, artifact_location=artifact_location(client.tracking_uri), tags=MODEL_TRAINING)

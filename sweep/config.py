@@ -13,9 +13,9 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from soup.methods.options import SoupOptions
-from soup.inputs.records import absolute_sqlite
-from sweep.presets import PRESETS, merge
 from trainers.config import Section, TrainConfig, allowed_keys, fixes_shared_init, flatten
+from trainers.presets import PRESETS, merge
+from trainers.tracking import MlflowConfig
 
 
 class Domain(Section):
@@ -136,16 +136,6 @@ class ResourcesConfig(Section):
     def per_trial(self) -> dict[str, float]:
         return {"CPU": self.driver_cpus + self.workers * self.cpus_per_worker,
                 "GPU": self.workers * self.gpus_per_worker}
-
-
-class MlflowConfig(Section):
-    tracking_uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI (sqlite file or server)")
-    experiment: str = Field("", description="MLflow experiment: the sweep's identity; empty: soupsweep-<time>")
-
-    @field_validator("tracking_uri")
-    @classmethod
-    def _absolute(cls, uri: str) -> str:
-        return absolute_sqlite(uri)
 
 
 class SoupSection(SoupOptions):

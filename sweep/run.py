@@ -21,7 +21,7 @@ from soup.inputs.records import absolute_sqlite
 from soup.outputs.report import format_spread, format_table
 from soup.outputs.soup_run import ui_url
 from sweep.config import SweepConfig
-from trainers.model import quiet_open_clip
+from trainers.architectures import quiet_open_clip
 from sweep.demo import demo_data_dir, demo_tree, make_demo_files
 from sweep.driver import SweepOutcome, resume_sweep, run_sweep
 from sweep.profiles import PROFILES_DIR, load_profile

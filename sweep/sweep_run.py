@@ -2,15 +2,13 @@
 sweep), created in an experiment the MLflow UI opens on its runs (model training) view."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
-from soup.inputs.records import KIND_SWEEP, TAG_KIND, artifact_location, find_sweep_run
-from soup.outputs.soup_run import MODEL_TRAINING
+from soup.inputs.records import KIND_SWEEP, TAG_KIND, find_sweep_run
 from trainers.errors import UserError
+from trainers.tracking import MODEL_TRAINING, artifact_location, log_params
 
 
 def require_new_sweep(client: MlflowClient, experiment: str) -> None:
@@ -34,8 +32,3 @@ def open_sweep_run(client: MlflowClient, experiment: str, tags: dict[str, str], 
     log_params(client, run.info.run_id, params)
     return experiment_id, run.info.run_id
 
-
-def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
-    items = [Param(k, v if isinstance(v, str) else json.dumps(v)) for k, v in params.items()]  # as TrainConfig's
-    for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-        client.log_batch(run_id, params=items[start:start + 100])

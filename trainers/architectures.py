@@ -9,6 +9,8 @@ image size, its preprocessing config the normalisation.
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 
 import open_clip
@@ -47,17 +49,27 @@ def resolve_architecture(name: str) -> str:
 def _config_file(path: Path) -> str:
     if not path.is_file():
         raise UserError(f"model.name: config file {path} does not exist")
-    config = json.loads(path.read_text())
-    if not all(key in config for key in ("embed_dim", "vision_cfg", "text_cfg")):
+    config = _json_file(path)
+    if not isinstance(config, dict) or not all(key in config for key in ("embed_dim", "vision_cfg", "text_cfg")):
         raise UserError(f"model.name: {path} is not an open_clip model config (it needs embed_dim, "
                         "vision_cfg and text_cfg)")
     open_clip.add_model_config(path)  # registered under the file's stem, as open_clip does
     return path.stem
 
 
+def _json_file(path: Path) -> object:
+    """A JSON file's content; a UserError (one line: the file, line and column) when it is not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"model.name: {path} is not valid JSON ({err}); give an open_clip model config "
+                        "file") from None
+
+
 def _local_dir(identifier: str) -> str:
     config = Path(identifier).expanduser() / "open_clip_config.json"
-    if not config.is_file() or "model_cfg" not in json.loads(config.read_text()):
+    found = _json_file(config) if config.is_file() else None
+    if not isinstance(found, dict) or "model_cfg" not in found:
         raise UserError(f"model.name: local-dir:{identifier} needs {config} with a model_cfg, as "
                         "open_clip writes it (plus the weights, e.g. open_clip_model.safetensors)")
     return f"local-dir:{Path(identifier).expanduser().resolve()}"
@@ -187,3 +199,18 @@ def tag_preprocess(cfg: ModelConfig, arch: str) -> dict:
 
 def tokenizer_for(cfg: ModelConfig):
     return open_clip.get_tokenizer(resolve_architecture(cfg.name))
+
+
+def quiet_open_clip(verbose: bool) -> None:
+    """Without --verbose, open_clip's chatter on building a model (it logs on the root logger: the
+    model identifier, its config, "no pretrained weights loaded" before we load ours) is dropped from
+    the root logger's handlers; its errors are kept. Called by the entry points, which configure logging."""
+    if verbose:
+        return
+    package = os.path.dirname(open_clip.__file__)
+
+    def keep(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or not record.pathname.startswith(package)
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(keep)

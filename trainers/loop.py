@@ -121,10 +121,20 @@ def train_epoch(stepper: Stepper, task: Task, loader: TrainLoader, cfg: TrainCon
 
 
 def evaluate_shard(model: nn.Module, data: CachedSet, precision: str, device: torch.device) -> M.EvalStats:
-    """Sufficient statistics of a split, each rank evaluating its own slice, summed over ranks."""
+    """Sufficient statistics of a split, each rank evaluating its own slice, summed over ranks (a set that
+    covers a class subset, a shift set, is scored on those classes, as the soup stage scores it)."""
     rank, world = rank_and_world()
-    logits = predict(model, data.images[rank::world], device, precision)
+    logits = data.project(predict(model, data.images[rank::world], device, precision))
     return M.EvalStats(len(data.classes), device).add(logits, data.labels[rank::world]).all_reduce()
+
+
+def evaluate_splits(model: nn.Module, splits: dict[str, str], precision: str, device: torch.device) -> dict[str, float]:
+    """`<name>/top1`, `/loss`, `/macro_f1` and `/ece` of each named split (decoded one at a time)."""
+    metrics: dict[str, float] = {}
+    for name, path in splits.items():
+        data = load_eval_set(path, model.image_size, device)
+        metrics.update(evaluate_shard(model, data, precision, device).summary(name))
+    return metrics
 
 
 def _resume(resume_dir: str | None, task: Task, stepper: Stepper) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 
 import open_clip
 import torch
@@ -143,18 +142,3 @@ def state_checksum(state: dict[str, torch.Tensor]) -> str:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
-
-
-def quiet_open_clip(verbose: bool) -> None:
-    """Without --verbose, open_clip's chatter on building a model (it logs on the root logger: the
-    model identifier, its config, "no pretrained weights loaded" before we load ours) is dropped from
-    the root logger's handlers; its errors are kept. Called by the entry points, which configure logging."""
-    if verbose:
-        return
-    package = os.path.dirname(open_clip.__file__)
-
-    def keep(record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.ERROR or not record.pathname.startswith(package)
-
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(keep)

@@ -6,38 +6,24 @@ and the base checkpoint are; everything else is found from there.
 """
 from __future__ import annotations
 
-import os
-import re
-import socket
-from pathlib import Path
-
 from mlflow.entities import Experiment, Run
-from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.tracking._tracking_service.utils import _tracking_store_registry
-from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
-from mlflow.utils.credentials import get_default_host_creds
-from mlflow.utils.rest_utils import http_request
-from mlflow.utils.uri import get_uri_scheme
-from sqlalchemy.engine import make_url
 
 from trainers.errors import UserError
+# Moved to trainers/ (python -m trainers.run logs without soup/); imported from here by soup/ and sweep/.
+from trainers.tracking import (TAG_CHECKPOINT, TAG_KIND, absolute_sqlite, artifact_location,  # noqa: F401
+                               check_tracking_uri)
 
-TAG_KIND = "soupsweep.kind"
 KIND_SWEEP, KIND_TRIAL, KIND_SOUP = "sweep", "trial", "soup"
 TAG_STORAGE = "soupsweep.storage"
 TAG_MANIFEST = "soupsweep.manifest"
 TAG_BASE = "soupsweep.base"
 TAG_BASE_CHECKSUM = "soupsweep.base_checksum"
 TAG_TRIAL_ID = "soupsweep.trial_id"
-TAG_CHECKPOINT = "soupsweep.checkpoint"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_STATUS = "soupsweep.status"  # on a trial run: running, finished, stopped, diverged or failed
 TAG_REASON = "soupsweep.reason"  # on a trial run: why it stopped, diverged or failed
-ANSWER_TIMEOUT_S = 5.0  # how long a tracking server or database may take to answer the check
-DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
-NAMED_STORES = ("databricks", "databricks-uc", "uc")  # URIs that are only a scheme's name (MLflow's rule)
 
 
 def find_experiment(client: MlflowClient, id_or_name: str) -> Experiment:
@@ -75,89 +61,3 @@ def trial_runs(client: MlflowClient, experiment_id: str, sweep_run_id: str, stat
     if status:
         query += f" and tags.`{TAG_STATUS}` = '{status}'"
     return client.search_runs([experiment_id], query, max_results=10_000)
-
-
-def artifact_location(tracking_uri: str) -> str | None:
-    """Where a new experiment keeps its artifacts: beside a sqlite database, in `mlartifacts/` (MLflow's
-    default, ./mlruns of whatever directory the process runs in, would scatter them); a server decides
-    for itself (None). The sweep and the soup stage create experiments the same way."""
-    prefix = "sqlite:///"
-    if tracking_uri.startswith(prefix):
-        return (Path(tracking_uri[len(prefix):]).parent / "mlartifacts").as_uri()
-    return None
-
-
-def absolute_sqlite(uri: str) -> str:
-    """sqlite:///relative.db -> sqlite:////abs/relative.db: Tune and Ray jobs change directories."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
-        return prefix + os.path.abspath(uri[len(prefix):])
-    return uri
-
-
-def check_tracking_uri(uri: str, timeout_s: float = ANSWER_TIMEOUT_S) -> None:
-    """Before anything is created: a UserError (one line naming the URI) for a tracking URI MLflow would
-    refuse with a traceback or retry for minutes: an unknown scheme, a server or database that does not
-    answer within `timeout_s`, a file store MLflow 3 refuses, a sqlite file that cannot be created. A
-    sqlite URI is checked on disk only (nothing is created, nothing waits)."""
-    try:
-        _tracking_store_registry.get_store_builder(uri)  # MLflow's own lookup, plugins included
-    except UnsupportedModelRegistryStoreURIException as err:
-        schemes = ", ".join(f"{s}:" for s in err.supported_uri_schemes if s)
-        raise UserError(f"MLflow tracking URI {uri!r}: unknown scheme {get_uri_scheme(uri)!r}; use one of "
-                        f"{schemes} (e.g. sqlite:////abs/path/mlflow.db or http://host:5000)") from None
-    scheme = get_uri_scheme(uri) if uri not in NAMED_STORES else uri
-    if scheme in ("http", "https"):
-        _check_server_answers(uri, timeout_s)
-    elif scheme in DATABASE_PORTS:
-        _check_database_answers(uri, scheme, timeout_s)
-    elif scheme == "sqlite":
-        _check_sqlite_file(uri)
-    elif scheme in ("", "file") and not MLFLOW_ALLOW_FILE_STORE.get():
-        raise UserError(f"MLflow tracking URI {uri!r} is a file store, which MLflow 3 refuses: use "
-                        f"sqlite:///{os.path.abspath(uri.removeprefix('file://'))}.db (or set MLFLOW_ALLOW_FILE_STORE=true)")
-
-
-def _check_server_answers(uri: str, timeout_s: float) -> None:
-    """One MLflow API call without retries (MLflow's own client retries for minutes)."""
-    try:
-        response = http_request(get_default_host_creds(uri), "/api/2.0/mlflow/experiments/search", "GET",
-                                max_retries=0, timeout=timeout_s, raise_on_status=False, params={"max_results": 1})
-    except MlflowException as err:
-        found = re.search(r"\[Errno -?\d+\] ([^'\")]+)|(timed out)", str(err))
-        reason = (found.group(1) or found.group(2)) if found else str(err).splitlines()[0][:200]
-        raise UserError(f"MLflow tracking server {uri} does not answer within {timeout_s:g} s ({reason}); start "
-                        "it (mlflow server --host ... --port ...) or give the tracking URI of a running one") from None
-    if response.status_code != 200:
-        raise UserError(f"{uri} answered HTTP {response.status_code} to an MLflow API call: not an MLflow tracking "
-                        "server, or it refused access (MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN)")
-
-
-def _check_database_answers(uri: str, scheme: str, timeout_s: float) -> None:
-    url = make_url(uri)
-    address = (url.host or "localhost", url.port or DATABASE_PORTS[scheme])
-    try:
-        socket.create_connection(address, timeout=timeout_s).close()
-    except OSError as err:
-        raise UserError(f"the MLflow database of {url.render_as_string(hide_password=True)} does not answer at "
-                        f"{address[0]}:{address[1]} within {timeout_s:g} s ({err.strerror or err}); start it or "
-                        "fix the tracking URI") from None
-
-
-def _check_sqlite_file(uri: str) -> None:
-    """The database file exists, or its nearest existing folder is a folder we can write in."""
-    database = Path(make_url(uri).database or "")
-    if database.exists():
-        if not database.is_file() or database.stat().st_size and not _has_sqlite_header(database):
-            raise UserError(f"MLflow tracking URI {uri}: {database} is not a sqlite database; give the "
-                            "database the sweep wrote, or a new file name")
-        return
-    folder = next(p for p in database.parents if p.exists())
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise UserError(f"MLflow tracking URI {uri}: cannot create {database}, {folder} is not a writable "
-                        "folder; give a sqlite path in a folder you can write")
-
-
-def _has_sqlite_header(path: Path) -> bool:
-    with path.open("rb") as stream:
-        return stream.read(16) == b"SQLite format 3\x00"

@@ -22,15 +22,12 @@ from soup.outputs.report import HELDOUT, SELECTION, legacy_metric_name, metric_n
 from soup.outputs.outcome import SoupOutcome
 from trainers.checkpoint import META
 from trainers.errors import UserError
+from trainers.tracking import MODEL_TRAINING, ui_url  # noqa: F401 (imported from here too)
 
 SOUP_RUN_PREFIX = "soup"
 CELL_METRICS = ("top1", "macro_f1", "ece")
 
 
-# What MLflow 3.17 reads to call an experiment "Machine learning" (custom model development) rather
-# than GenAI; its UI opens on the runs only with ?workflowType=machine_learning in the URL (checked in
-# Chromium: the tag alone leaves the GenAI overview on a first visit), so ui_url adds it.
-MODEL_TRAINING = {"mlflow.experimentKind": "custom_model_development"}
 STAGE_SECONDS = "stage_seconds"  # the stage's time, measured from just before the run is created to its last write
 
 
@@ -135,13 +132,6 @@ def log_soups(client: MlflowClient, run_id: str, outcome: SoupOutcome, options: 
         from soup.outputs.open_clip_export import export_open_clip
 
         export_open_clip(next(r for r in made if r.name == options.register_method).weights, options.export_open_clip)
-
-
-def ui_url(tracking_uri: str, experiment_id: str, server: str = "http://127.0.0.1:5000") -> str:
-    """The MLflow UI page of an experiment's runs (model training view); `server`: where `mlflow ui`
-    listens, when the tracking URI is not itself a server."""
-    root = tracking_uri if tracking_uri.startswith(("http://", "https://")) else server
-    return f"{root.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def soup_record(outcome: SoupOutcome, method: str) -> dict:
