@@ -49,6 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     seeds = parser.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", type=int, default=5, metavar="N", help="run seeds 0 .. N-1 (default 5)")
     seeds.add_argument("--seed-list", type=int, nargs="+", metavar="S", help="run these seeds (integers >= 0)")
+    seeds.add_argument("--report", action="store_true",
+                       help="run nothing: print the tables again from DIR/comparisons.json of an earlier run")
     return parser.parse_args(argv)
 
 
@@ -155,6 +157,24 @@ def _cell(row: dict, seeds: int) -> str:
     return text + (f" (n={row['n']})" if row["n"] < seeds else "")
 
 
+def paired_against_best(tables: list[list[dict]]) -> str:
+    """Each method's top-1 minus the best single model's, seed by seed (the seeds share their data, so the
+    difference is what the method changes), in points, and how many seeds it is ahead."""
+    every = [row for table in tables for row in table]
+    methods = [m for m in dict.fromkeys(r["method"] for r in every) if not m.startswith(TRIAL) and m != "best"]
+    top1 = {(r["method"], r["set"], i): r["top1"] for i, table in enumerate(tables) for r in table}
+    lines = []
+    for method in methods:
+        cells = []
+        for set_name in result_sets(every):
+            diffs = [100 * (top1[(method, set_name, i)] - top1[("best", set_name, i)]) for i in range(len(tables))
+                     if (method, set_name, i) in top1 and ("best", set_name, i) in top1]
+            ahead = sum(d > 0 for d in diffs)
+            cells.append(f"{set_name} " + " ".join(f"{d:+.1f}" for d in diffs) + f" (ahead {ahead}/{len(diffs)})")
+        lines.append(f"{method:<22}" + "   ".join(cells))
+    return "\n".join(lines)
+
+
 def duration(seconds: float) -> str:
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes} min {rest} s"
@@ -167,11 +187,15 @@ def report(runs: list[dict]) -> str:
     return (f"The demo (`python -m sweep.run --seed N`) over seeds {' '.join(map(str, seeds))}: top-1 and macro-F1 "
             f"in %, mean ± std [min–max] over the {len(seeds)} seeds\n"
             + format_spread_table(spread_rows([r["rows"] for r in runs]), len(seeds))
-            + f"\nwall time per run: {times}")
+            + f"\nwall time per run: {times}\n\ntop-1 minus best's, seed by seed, in points:\n"
+            + paired_against_best([r["rows"] for r in runs]))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:
+        print(report(json.loads((args.work / "comparisons.json").read_text())))
+        return 0
     try:
         seeds = chosen_seeds(args)
         check_work(args.work)

@@ -100,3 +100,13 @@ def test_mistakes_are_one_line_and_exit_2_before_anything_is_made(args, says, tm
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and says in err and "\n" not in err
     assert [p.name for p in work.iterdir()] == ["mine.txt"]
+
+
+def test_each_method_is_compared_with_the_best_model_seed_by_seed():
+    seeds = [[row("best", "test", 0.90), row("best", SKETCH, 0.70), row("uniform", "test", 0.88),
+              row("uniform", SKETCH, 0.75), row("trial:t1", "test", 0.5), row("trial:t1", SKETCH, 0.5)],
+             [row("best", "test", 0.80), row("best", SKETCH, 0.60), row("uniform", "test", 0.81),
+              row("uniform", SKETCH, 0.62), row("trial:t1", "test", 0.5), row("trial:t1", SKETCH, 0.5)]]
+    lines = demo_seeds.paired_against_best(seeds).splitlines()
+    assert len(lines) == 1 and lines[0].startswith("uniform")  # neither best itself nor the single trials
+    assert "test -2.0 +1.0 (ahead 1/2)" in lines[0] and f"{SKETCH} +5.0 +2.0 (ahead 2/2)" in lines[0]
