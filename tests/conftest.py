@@ -86,7 +86,15 @@ def ray_cluster():
 
 
 @pytest.fixture(scope="session")
-def finished_sweep(tmp_path_factory, demo_data, pretrained_file, ray_cluster):
+def actors_before_sweep(ray_cluster) -> set[str]:
+    """Ids of the actors other tests made in the session's cluster before `finished_sweep` ran."""
+    from ray.util.state import list_actors
+
+    return {actor.actor_id for actor in list_actors(limit=10_000, raise_on_missing_output=False)}
+
+
+@pytest.fixture(scope="session")
+def finished_sweep(tmp_path_factory, demo_data, pretrained_file, ray_cluster, actors_before_sweep):
     """One whole sweep -> soup -> MLflow run, shared by the end-to-end tests."""
     from sweep.config import SweepConfig
     from sweep.driver import run_sweep

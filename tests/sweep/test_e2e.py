@@ -103,11 +103,12 @@ def test_trial_runs_record_their_timeline_in_order(finished_sweep):
         assert [m.step for m in reports] == [m.step for m in client.get_metric_history(run.info.run_id, M.VAL_TOP1)]
 
 
-def test_trials_on_a_cluster_the_sweep_started_run_without_a_preemption_watcher(finished_sweep):
+def test_trials_on_a_cluster_the_sweep_started_run_without_a_preemption_watcher(finished_sweep, actors_before_sweep):
     from ray.util.state import list_actors  # the session's cluster is still up: the test process started it
 
-    def actors(class_name: str) -> list:
-        return list_actors(filters=[("class_name", "=", class_name)], limit=1000, raise_on_missing_output=False)
+    def actors(class_name: str) -> list:  # those of the sweep (other tests share the cluster)
+        found = list_actors(filters=[("class_name", "=", class_name)], limit=10_000, raise_on_missing_output=False)
+        return [actor for actor in found if actor.actor_id not in actors_before_sweep]
 
     assert actors("RayTrainWorker"), "no Train worker listed: the check below would prove nothing"
     assert actors("PreemptionWatcher") == []  # sweep.trial.LOCAL_CLUSTER_ENV (a cluster of this machine only)
