@@ -30,9 +30,9 @@ log = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train's checkpoint folders: checkpoint_<time>
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of the checkpoints it keeps
 # Ray Train V2 settings a trial runs with, unless the environment already sets them (measured in
-# docs/benchmarks.md, "Ray Train's own settings"). The controller polls its workers every 2 s by
+# docs/benchmarks.md, "What the sweep sets, and why"). The controller polls its workers every 2 s by
 # default, and every report and a trial's end wait for the next poll; a poll is one small RPC per
-# worker, so 0.5 s costs nothing measurable and ends each trial seconds earlier.
+# worker, and at 0.5 s each trial ends seconds earlier.
 TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
 # Train starts a preemption watcher (one more process per trial) that drains workers on a spot node
 # about to go; a cluster of this machine only, started by the sweep, has no such node.
