@@ -37,3 +37,13 @@ def test_a_config_file_that_is_not_a_mapping(capsys, tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     err = one_line_error(capsys, trainers_run.main(["--config", str(tmp_path / "list.yaml")]))
     assert "must hold a YAML mapping" in err
+
+
+def test_a_set_names_a_search_space_key_with_its_dots(tmp_path):
+    config = tmp_path / "sweep.yaml"
+    config.write_text("search:\n  space:\n    optim.lr: {loguniform: [1.0e-5, 1.0e-3]}\n")
+    cfg = sweep_run.load_config(str(config), ["search.space.optim.epochs={randint: [2, 3]}",
+                                              "search.space.optim.lr={uniform: [1.0e-4, 2.0e-4]}"])
+    space = cfg.search.space
+    assert set(space) == {"optim.lr", "optim.epochs"}  # the key added, the other replaced, none lost
+    assert tuple(space["optim.epochs"].randint) == (2, 3) and tuple(space["optim.lr"].uniform) == (1e-4, 2e-4)

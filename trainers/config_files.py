@@ -59,12 +59,26 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Maps whose keys are themselves dotted training keys (search.space: {"optim.lr": domain}): in
+# `--set search.space.optim.lr=...` the key is "optim.lr" inside search.space, not a section "optim".
+DOTTED_KEY_MAPS = ("search.space",)
+
+
+def split_key(dotted: str) -> tuple[list[str], str]:
+    """A dotted --set key as (its parent sections, the key set in the last one)."""
+    for prefix in DOTTED_KEY_MAPS:
+        if dotted.startswith(prefix + "."):
+            return prefix.split("."), dotted[len(prefix) + 1:]
+    *parents, leaf = dotted.split(".")
+    return parents, leaf
+
+
 def apply_overrides(tree: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Set dotted keys in a nested dict (a copy); unknown keys are caught later by validation."""
     tree = json.loads(json.dumps(tree))
     for dotted, value in overrides.items():
         node = tree
-        *parents, leaf = dotted.split(".")
+        parents, leaf = split_key(dotted)
         for part in parents:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
