@@ -11,6 +11,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import ray
 from mlflow.tracking import MlflowClient
@@ -31,8 +32,7 @@ from sweep.storage_faults import retry_write
 from sweep.space import param_space, scheduler, search_algorithm
 from sweep.sweep_run import open_sweep_run, require_new_sweep
 from sweep.tracking import TAG_OFFER_ORDER, TrialRuns, close_interrupted_trials
-from sweep.trial import train_run_name
-from sweep.trial import TrialSpec, run_trial, train_env
+from sweep.trial import TrialSpec, run_trial, train_env, train_run_name
 from trainers.architectures import check_model_name
 from trainers.base import check_pretrained_weights, default_device, write_base_checkpoint
 from trainers.baselines import training_free_baselines
@@ -201,12 +201,18 @@ def prepare_base(cfg: SweepConfig, paths: SweepPaths) -> str:
     with tempfile.TemporaryDirectory(prefix="soupsweep-base-") as tmp:
         remote = is_remote(paths.base)
         local = Path(tmp) / "base" if remote else local_path(paths.base)
-        checksum = write_base_checkpoint(cfg.train_config(), local)
-        if cfg.baselines.enabled:
-            log.info("computing the training-free baselines (zero-shot, Tip-Adapter) once for the sweep")
-            training_free_baselines(cfg.train_config(), default_device(), cfg.baselines.tip_shots).save(local)
+        checksum = write_base_checkpoint(cfg.train_config(), local,
+                                         extras=write_baselines(cfg) if cfg.baselines.enabled else None)
         upload_checkpoint(local, paths.base)  # a no-op when the base is already where it belongs
     return checksum
+
+
+def write_baselines(cfg: SweepConfig) -> Callable[[Path], None]:
+    """Writes the training-free baselines into the base directory being written (digested with it)."""
+    def write(directory: Path) -> None:
+        log.info("computing the training-free baselines (zero-shot, Tip-Adapter) once for the sweep")
+        training_free_baselines(cfg.train_config(), default_device(), cfg.baselines.tip_shots).save(directory)
+    return write
 
 
 def trainable(cfg: SweepConfig, paths: SweepPaths, local_cluster: bool):

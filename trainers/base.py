@@ -12,13 +12,13 @@ import logging
 import pickle
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import open_clip
 import torch
 from safetensors.torch import load_file, save_file
 
-from trainers.checkpoint import load_checkpoint, local_checkpoint, save_checkpoint
+from trainers.checkpoint import load_checkpoint, local_checkpoint, save_checkpoint, verify_file
 from trainers.config import ModelConfig, TrainConfig
 from trainers.data.store import check_dataset
 from trainers.device import resolve_device
@@ -32,8 +32,10 @@ log = logging.getLogger(__name__)
 TEXT_TOWER = "text_tower.safetensors"
 
 
-def write_base_checkpoint(cfg: TrainConfig, directory: str | Path, device: torch.device | None = None) -> str:
-    """Check the data, build the shared initialisation (`method.init`), save it; returns the base checksum."""
+def write_base_checkpoint(cfg: TrainConfig, directory: str | Path, device: torch.device | None = None,
+                          extras: Callable[[Path], None] | None = None) -> str:
+    """Check the data, build the shared initialisation (`method.init`), save it with the pretrained text
+    tower (and what `extras` writes into the directory, all digested); returns the base checksum."""
     classes = check_dataset(cfg.data)
     check_pretrained_weights(cfg.model)
     model, clip = pretrained_start(cfg, classes)
@@ -43,8 +45,13 @@ def write_base_checkpoint(cfg: TrainConfig, directory: str | Path, device: torch
     checksum = state_checksum(state)
     meta = {"config": cfg.model_dump(mode="json"), "base_checksum": checksum, "classes": classes,
             "head_init": cfg.method.init, "epoch": 0, "step": 0, "metrics": {}, "trial_id": "base"}
-    save_checkpoint(directory, state, meta)
-    save_file({k: v.contiguous() for k, v in text_tower_state(clip).items()}, str(Path(directory) / TEXT_TOWER))
+
+    def write_text_tower_and_extras(tmp: Path) -> None:
+        save_file({k: v.contiguous() for k, v in text_tower_state(clip).items()}, str(tmp / TEXT_TOWER))
+        if extras is not None:
+            extras(tmp)
+
+    save_checkpoint(directory, state, meta, extras=write_text_tower_and_extras)
     return checksum
 
 
@@ -121,7 +128,10 @@ def load_start(cfg: TrainConfig, base_uri: str) -> tuple[Start, dict[str, Any]]:
         base = load_checkpoint(base_dir)
         text_file = Path(base_dir) / TEXT_TOWER
         needs_text = TASKS[cfg.method.name].needs_text
-        text = load_file(str(text_file)) if needs_text and text_file.is_file() else None
+        text = None
+        if needs_text and text_file.is_file():
+            verify_file(base_dir, TEXT_TOWER, base.meta)  # a changed tower would be trained from silently
+            text = load_file(str(text_file))
     require_same_init(cfg, base.meta)
     if needs_text and text is None:
         raise UserError(f"method.name {cfg.method.name} needs the text tower, which the base checkpoint "

@@ -6,6 +6,8 @@ A checkpoint is a directory:
                       and `sha256`: the digest of each file above, computed once the file was complete
   train_state.pt      optional: optimizer and scheduler state for resuming (tensors only, loaded
                       weights-only); never read by the soup stage
+  ...                 a base checkpoint also keeps the pretrained text tower and the training-free
+                      baselines here (trainers/base.py), digested like the files above
 Directories are written under a temporary name and renamed, so a reader never sees half of one.
 Readers verify a file against its digest before using it (`verify_file`): bytes changed in storage
 are refused, not trained on or souped. Checkpoints of schema 1 (before digests) are accepted with a
@@ -23,7 +25,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow.fs as pafs
 
@@ -53,8 +55,10 @@ class Checkpoint:
 
 
 def save_checkpoint(directory: str | Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any],
-                    train_state: dict[str, Any] | None = None) -> Path:
-    """Write a checkpoint directory atomically (temp dir, then rename) and return its path."""
+                    train_state: dict[str, Any] | None = None,
+                    extras: Callable[[Path], None] | None = None) -> Path:
+    """Write a checkpoint directory atomically (temp dir, then rename) and return its path. `extras`
+    writes further files into the directory before the digests are taken, so they are verified too."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -63,6 +67,8 @@ def save_checkpoint(directory: str | Path, state_dict: dict[str, torch.Tensor], 
         save_file({k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}, tmp / WEIGHTS)
         if train_state is not None:
             torch.save(train_state, tmp / TRAIN_STATE)
+        if extras is not None:
+            extras(tmp)
         digests = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}  # each file complete by now
         full_meta = {"schema_version": SCHEMA_VERSION, "code_version": __version__, **meta, DIGESTS: digests}
         (tmp / META).write_text(json.dumps(full_meta, indent=2, sort_keys=True))
@@ -116,8 +122,8 @@ def verify_file(directory: str | Path, name: str, meta: dict[str, Any]) -> bool:
     path = Path(directory) / name
     recorded = (meta.get(DIGESTS) or {}).get(name)
     if not recorded:
-        log.warning("%s: meta.json records no sha256 of it (a checkpoint of schema %s, written before "
-                    "digests): used without verifying its bytes", path, meta.get("schema_version", "?"))
+        log.warning("%s: meta.json records no sha256 of it (written by soupsweep %s, before this file was "
+                    "digested): used without verifying its bytes", path, meta.get("code_version", "?"))
         return False
     actual = file_sha256(path)
     if actual != recorded:

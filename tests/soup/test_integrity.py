@@ -20,7 +20,10 @@ from soup.make import make_soups
 from soup.inputs.tensorfile import TensorFile
 from tests.soup.conftest import run_stage
 from tests.soup.test_methods import SCORES, ScriptedEvaluator, one_hot, scripted_pool
+from trainers.baselines import BASELINES_JSON, training_free_baselines
+from trainers.base import write_base_checkpoint
 from trainers.checkpoint import DIGESTS, META, WEIGHTS
+from trainers.errors import UserError
 
 
 def damaged_copy(ingredient: Ingredient, target, bits: list[int], count: int = 1) -> Ingredient:
@@ -133,3 +136,21 @@ def test_the_greedy_walk_offered_a_trial_twice_counts_it_once(tie_rule):
     pool = scripted_pool()
     once, twice = greedy_soup(pool, ctx), greedy_soup([*pool, pool[3], pool[1]], ctx)
     assert twice.members == once.members and twice.trace == once.trace
+
+
+def test_a_changed_base_is_refused_and_changed_baselines_are_left_out(soup_inputs, tmp_path):
+    cfg, _, _ = soup_inputs
+    base = tmp_path / "base"  # written as the sweep writes it: the baselines inside, digested with the rest
+    write_base_checkpoint(cfg, base, extras=training_free_baselines(cfg, torch.device("cpu"), shots=2).save)
+    assert base_from_checkpoint(str(base), tmp_path).baselines is not None
+
+    summary = json.loads((base / BASELINES_JSON).read_text())
+    summary["metrics"]["zeroshot"]["test"]["top1"] = 0.99  # an edited number would be shown beside the soups
+    (base / BASELINES_JSON).write_text(json.dumps(summary))
+    assert base_from_checkpoint(str(base), tmp_path).baselines is None
+
+    weights = bytearray((base / WEIGHTS).read_bytes())
+    weights[-1] ^= 1
+    (base / WEIGHTS).write_bytes(bytes(weights))  # WiSE-FT would mix it into every interpolation
+    with pytest.raises(UserError, match=f"{WEIGHTS} changed after it was written"):
+        base_from_checkpoint(str(base), tmp_path)

@@ -51,7 +51,7 @@ def test_checkpoints_written_before_digests_are_read_with_a_warning(tmp_path, ca
     target = save_checkpoint(tmp_path / "ckpt", {"w": torch.ones(3)}, {"epoch": 1})
     meta = json.loads((target / META).read_text())
     del meta[DIGESTS]
-    (target / META).write_text(json.dumps({**meta, "schema_version": 1}))
+    (target / META).write_text(json.dumps({**meta, "schema_version": 1, "code_version": "0.1.0"}))
     with caplog.at_level(logging.WARNING, logger="trainers.checkpoint"):
         assert torch.equal(load_checkpoint(target).state_dict["w"], torch.ones(3))
-    assert "records no sha256" in caplog.text and "schema 1" in caplog.text
+    assert "records no sha256" in caplog.text and "written by soupsweep 0.1.0" in caplog.text

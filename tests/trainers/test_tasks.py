@@ -18,7 +18,7 @@ from soup.inputs.base import base_from_checkpoint
 from tests.conftest import data_section
 from trainers import metrics as M
 from trainers.base import TEXT_TOWER, write_base_checkpoint
-from trainers.checkpoint import load_checkpoint, load_train_state
+from trainers.checkpoint import DIGESTS, WEIGHTS, ChangedCheckpoint, load_checkpoint, load_train_state, read_meta
 from trainers.config import TrainConfig
 from trainers.data.store import read_split
 from trainers.errors import UserError
@@ -136,3 +136,16 @@ def test_a_trial_with_another_init_than_the_base_is_refused(bases, demo_data, pr
     cfg = TrainConfig.model_validate(tree(demo_data, pretrained_file, init="lp"))
     with pytest.raises(UserError, match="method.init is 'lp' but the sweep's base was prepared with 'zeroshot'"):
         fit(cfg, RunContext(base_dir=bases["zeroshot"]))
+
+
+def test_a_changed_text_tower_is_refused_before_a_text_loss_trains_from_it(bases, demo_data, pretrained_file,
+                                                                           tmp_path):
+    base = tmp_path / "base"
+    shutil.copytree(bases["zeroshot"], base)
+    assert set(read_meta(base)[DIGESTS]) >= {WEIGHTS, TEXT_TOWER}
+    data = bytearray((base / TEXT_TOWER).read_bytes())
+    data[-1] ^= 1  # the last byte of the last tensor: still loads, silently different
+    (base / TEXT_TOWER).write_bytes(bytes(data))
+    cfg = TrainConfig.model_validate(tree(demo_data, pretrained_file, name="flyp"))
+    with pytest.raises(ChangedCheckpoint, match=f"{TEXT_TOWER} changed after it was written"):
+        fit(cfg, RunContext(base_dir=str(base)))
