@@ -33,7 +33,8 @@ from mlflow.tracking import MlflowClient
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from soup.inputs.records import KIND_SOUP, TAG_KIND  # noqa: E402
+from soup.inputs.records import KIND_SOUP  # noqa: E402
+from trainers.tracking import TAG_KIND  # noqa: E402
 from soup.outputs.comparison import SHIFT_AVG, TEST, TRIAL  # noqa: E402
 
 METRICS = {"top1": "top-1", "macro_f1": "F1"}

@@ -33,7 +33,8 @@ from ray import cloudpickle  # noqa: E402
 
 import bare_trainer  # noqa: E402
 
-from soup.inputs.records import KIND_SOUP, KIND_SWEEP, KIND_TRIAL, TAG_KIND, TAG_TRIAL_ID  # noqa: E402
+from soup.inputs.records import KIND_SOUP, KIND_SWEEP, KIND_TRIAL, TAG_TRIAL_ID  # noqa: E402
+from trainers.tracking import TAG_KIND  # noqa: E402
 from sweep.cluster import trial_concurrency  # noqa: E402
 from sweep.config import SweepConfig  # noqa: E402
 from sweep.demo import DEMO_DATA_DIR, demo_config  # noqa: E402

@@ -15,13 +15,11 @@ import sys
 from typing import Any, get_origin
 
 from soup.inputs.explicit import ExplicitInputs
-from soup.inputs.records import absolute_sqlite
+from trainers.tracking import absolute_sqlite, check_tracking_uri, ui_url
 from soup.methods.options import SoupOptions
 from soup.methods.spec import DEFAULT_METHODS, METHODS, PARAMS, SOUP_METHODS, parse_methods
 from soup.pipeline import DEFAULT_EXPERIMENT, soup_experiment, soup_files
-from soup.inputs.records import check_tracking_uri
 from soup.outputs.report import format_spread, format_table
-from soup.outputs.soup_run import ui_url
 from trainers.config import validate
 from trainers.prompts import TEMPLATES
 from trainers.errors import UserError

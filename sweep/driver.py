@@ -19,8 +19,9 @@ from ray import tune
 
 from soup.inputs.manifest import Ingredient, write_manifest
 from soup.pipeline import SoupRun, soup_experiment
-from soup.inputs.records import (TAG_BASE, TAG_BASE_CHECKSUM, TAG_MANIFEST, TAG_STORAGE, TAG_TRIAL_ID,
-                                 check_tracking_uri, find_experiment, require_sweep_run, trial_runs)
+from soup.inputs.records import (TAG_BASE, TAG_BASE_CHECKSUM, TAG_MANIFEST, TAG_STORAGE, TAG_TRIAL_ID, find_experiment,
+                                 require_sweep_run, trial_runs)
+from trainers.tracking import check_tracking_uri
 from sweep.cluster import check_storage_writable, connect_ray, trial_concurrency
 from sweep.soup_actor import SoupPlateau, start_anytime_actor, stop_reason
 from sweep.config import SweepConfig

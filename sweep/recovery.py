@@ -19,7 +19,8 @@ import pyarrow.fs as pafs
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from soup.inputs.records import TAG_CHECKPOINT, TAG_TRIAL_ID, trial_runs
+from soup.inputs.records import TAG_TRIAL_ID, trial_runs
+from trainers.tracking import TAG_CHECKPOINT
 from sweep.tracking import REPORTED
 from sweep.trial import checkpoint_uri, kept_checkpoint, remove_unkept_checkpoints, train_run_name
 from trainers import metrics as M

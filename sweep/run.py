@@ -17,9 +17,8 @@ import sys
 
 import yaml
 
-from soup.inputs.records import absolute_sqlite
+from trainers.tracking import absolute_sqlite, ui_url
 from soup.outputs.report import format_spread, format_table
-from soup.outputs.soup_run import ui_url
 from sweep.config import SweepConfig
 from trainers.architectures import quiet_open_clip
 from sweep.demo import demo_data_dir, demo_tree, make_demo_files

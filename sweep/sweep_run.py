@@ -6,9 +6,9 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from soup.inputs.records import KIND_SWEEP, TAG_KIND, find_sweep_run
+from soup.inputs.records import KIND_SWEEP, find_sweep_run
+from trainers.tracking import MODEL_TRAINING, TAG_KIND, artifact_location, log_params
 from trainers.errors import UserError
-from trainers.tracking import MODEL_TRAINING, artifact_location, log_params
 
 
 def require_new_sweep(client: MlflowClient, experiment: str) -> None:

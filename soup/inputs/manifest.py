@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from soup.inputs.records import TAG_CHECKPOINT, TAG_REASON, TAG_STATUS, TAG_TRIAL_ID, trial_runs
+from soup.inputs.records import TAG_REASON, TAG_STATUS, TAG_TRIAL_ID, trial_runs
+from trainers.tracking import TAG_CHECKPOINT
 from trainers.config import TrainConfig
 from trainers.uris import pyarrow_uri
 

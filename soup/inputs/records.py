@@ -11,9 +11,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from trainers.errors import UserError
-# Moved to trainers/ (python -m trainers.run logs without soup/); imported from here by soup/ and sweep/.
-from trainers.tracking import (TAG_CHECKPOINT, TAG_KIND, absolute_sqlite, artifact_location,  # noqa: F401
-                               check_tracking_uri)
+from trainers.tracking import TAG_KIND
 
 KIND_SWEEP, KIND_TRIAL, KIND_SOUP = "sweep", "trial", "soup"
 TAG_STORAGE = "soupsweep.storage"

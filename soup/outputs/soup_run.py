@@ -17,12 +17,12 @@ from mlflow.tracking import MlflowClient
 from soup.outputs.comparison import BASELINE
 from soup.outputs.figures import id_vs_shift, wiseft_curve
 from soup.methods.options import SoupOptions
-from soup.inputs.records import KIND_SOUP, TAG_KIND, TAG_PARENT
+from soup.inputs.records import KIND_SOUP, TAG_PARENT
+from trainers.tracking import TAG_KIND
 from soup.outputs.report import HELDOUT, SELECTION, legacy_metric_name, metric_name, wide_rows
 from soup.outputs.outcome import SoupOutcome
 from trainers.checkpoint import META
 from trainers.errors import UserError
-from trainers.tracking import MODEL_TRAINING, ui_url  # noqa: F401 (imported from here too)
 
 SOUP_RUN_PREFIX = "soup"
 CELL_METRICS = ("top1", "macro_f1", "ece")

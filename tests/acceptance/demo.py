@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from soup.inputs.records import TAG_KIND
+from trainers.tracking import TAG_KIND
 from sweep.demo import DEMO_CONFIG
 from tests.acceptance.services import rest, wait_for_job
 from tests.conftest import data_section

@@ -11,7 +11,8 @@ from contextlib import contextmanager
 import pytest
 
 from soup.inputs.records import KIND_SOUP, KIND_SWEEP, KIND_TRIAL
-from soup.outputs.soup_run import MODEL_TRAINING, STAGE_SECONDS
+from soup.outputs.soup_run import STAGE_SECONDS
+from trainers.tracking import MODEL_TRAINING
 from tests.acceptance.demo import CHROMIUM_FLAGS, EXPERIMENT, runs_of
 from tests.acceptance.services import attach, metrics, rest
 

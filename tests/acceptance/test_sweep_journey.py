@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from soup.inputs.records import KIND_SOUP, KIND_SWEEP, KIND_TRIAL, TAG_CHECKPOINT, TAG_MANIFEST, TAG_PARENT, TAG_STORAGE
+from soup.inputs.records import KIND_SOUP, KIND_SWEEP, KIND_TRIAL, TAG_MANIFEST, TAG_PARENT, TAG_STORAGE
+from trainers.tracking import TAG_CHECKPOINT
 from soup.outputs.report import metric_name
 from sweep.tracking import TAG_STATUS
 from tests.acceptance.demo import CHROMIUM_FLAGS, EPOCHS, EXPERIMENT, TRIALS, runs_of

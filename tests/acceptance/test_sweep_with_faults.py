@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from soup.inputs.records import KIND_SOUP, KIND_SWEEP, KIND_TRIAL, TAG_KIND
+from soup.inputs.records import KIND_SOUP, KIND_SWEEP, KIND_TRIAL
+from trainers.tracking import TAG_KIND
 from sweep.tracking import TAG_STATUS
 from tests.acceptance.services import TERMINAL, metrics, params, rest, tags, wait_for_job, wait_until
 from tests.conftest import tiny_sweep_tree

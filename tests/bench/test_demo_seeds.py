@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from soup.inputs.records import artifact_location
+from trainers.tracking import artifact_location
 from soup.outputs.outcome import SoupOutcome
 from soup.outputs.soup_run import log_tables, soup_run
 

@@ -16,7 +16,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from soup.inputs.records import KIND_TRIAL, TAG_KIND
+from soup.inputs.records import KIND_TRIAL
+from trainers.tracking import TAG_KIND
 from tests.conftest import tiny_sweep_tree
 from tests.sweep.test_job_submit import PORT_FLAGS, free_ports
 

@@ -13,7 +13,8 @@ from mlflow.tracking import MlflowClient
 from soup import greedy
 from soup.inputs.explicit import explicit_ingredients
 from soup.outputs.mlflow_model import TAG_INGREDIENTS, TAG_SOUP_RUN
-from soup.inputs.records import KIND_SOUP, TAG_KIND, TAG_PARENT
+from soup.inputs.records import KIND_SOUP, TAG_PARENT
+from trainers.tracking import TAG_KIND
 from soup.inputs.tensorfile import read_tensors
 from tests.conftest import RunsAShell
 from trainers.checkpoint import WEIGHTS, load_weights

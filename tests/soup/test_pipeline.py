@@ -14,8 +14,9 @@ from soup import greedy
 from soup.inputs.manifest import FINISHED, write_manifest
 from soup.outputs.mlflow_model import TAG_INGREDIENT_RUNS, TAG_REGISTERED
 from soup.pipeline import soup_experiment
-from soup.inputs.records import (KIND_SOUP, KIND_SWEEP, KIND_TRIAL, TAG_BASE, TAG_CHECKPOINT, TAG_KIND, TAG_MANIFEST,
-                          TAG_PARENT, TAG_STATUS, TAG_TRIAL_ID, artifact_location)
+from soup.inputs.records import (KIND_SOUP, KIND_SWEEP, KIND_TRIAL, TAG_BASE, TAG_MANIFEST, TAG_PARENT, TAG_STATUS,
+                                 TAG_TRIAL_ID)
+from trainers.tracking import TAG_CHECKPOINT, TAG_KIND, artifact_location
 from soup.outputs.report import format_spread
 from soup.outputs.soup_run import STAGE_SECONDS
 from sweep.config import SoupSection

@@ -12,7 +12,8 @@ from typing import Callable
 import yaml
 from mlflow.tracking import MlflowClient
 
-from soup.inputs.records import KIND_TRIAL, TAG_KIND
+from soup.inputs.records import KIND_TRIAL
+from trainers.tracking import TAG_KIND
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,8 +11,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from soup.inputs.manifest import FINISHED, read_manifest
-from soup.inputs.records import (KIND_SOUP, KIND_SWEEP, KIND_TRIAL, TAG_BASE_CHECKSUM, TAG_CHECKPOINT, TAG_KIND,
-                          TAG_MANIFEST, TAG_PARENT, TAG_STORAGE, TAG_TRIAL_ID)
+from soup.inputs.records import (KIND_SOUP, KIND_SWEEP, KIND_TRIAL, TAG_BASE_CHECKSUM, TAG_MANIFEST, TAG_PARENT,
+                                 TAG_STORAGE, TAG_TRIAL_ID)
+from trainers.tracking import TAG_CHECKPOINT, TAG_KIND
 from sweep.per_class import PER_CLASS_TABLE
 from trainers import metrics as M
 from trainers.checkpoint import read_meta

@@ -14,7 +14,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from soup.inputs.records import KIND_SOUP, KIND_SWEEP, KIND_TRIAL, TAG_KIND
+from soup.inputs.records import KIND_SOUP, KIND_SWEEP, KIND_TRIAL
+from trainers.tracking import TAG_KIND
 from tests.conftest import tiny_sweep_tree
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from soup.inputs.records import artifact_location
+from trainers.tracking import artifact_location
 from sweep.queued_writes import QueuedWrites
 from tests.acceptance.services import MlflowServer
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
-from soup.inputs.records import KIND_SWEEP, TAG_KIND, TAG_STORAGE
+from soup.inputs.records import KIND_SWEEP, TAG_STORAGE
+from trainers.tracking import TAG_KIND
 from sweep import run
 from sweep.config import SweepConfig
 from sweep.driver import CONFIG_ARTIFACT

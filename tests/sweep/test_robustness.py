@@ -18,7 +18,8 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from soup.inputs.manifest import DIVERGED, FINISHED, STOPPED, read_manifest
-from soup.inputs.records import KIND_SOUP, TAG_CHECKPOINT, TAG_KIND, TAG_MANIFEST, find_experiment, require_sweep_run
+from soup.inputs.records import KIND_SOUP, TAG_MANIFEST, find_experiment, require_sweep_run
+from trainers.tracking import TAG_CHECKPOINT, TAG_KIND
 from sweep.config import SweepConfig
 from sweep.driver import run_sweep
 from sweep.space import param_space, search_algorithm

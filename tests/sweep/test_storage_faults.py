@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from soup.inputs.records import KIND_SOUP, TAG_KIND, TAG_TRIAL_ID
+from soup.inputs.records import KIND_SOUP, TAG_TRIAL_ID
+from trainers.tracking import TAG_KIND
 from sweep.storage_faults import StorageUnwritable, retry_write
 from sweep.tracking import TAG_REASON, TAG_STATUS
 from tests.conftest import tiny_sweep_tree

@@ -19,7 +19,8 @@ from safetensors.torch import save_file
 
 from soup import greedy
 from soup.inputs.manifest import FAILED, Ingredient, write_manifest
-from soup.inputs.records import KIND_SWEEP, TAG_BASE, TAG_KIND, TAG_MANIFEST, check_tracking_uri
+from soup.inputs.records import KIND_SWEEP, TAG_BASE, TAG_MANIFEST
+from trainers.tracking import TAG_KIND, check_tracking_uri
 from sweep import run
 from sweep.demo import DEMO_DATA_DIR
 from tests.acceptance.services import MlflowServer
