@@ -51,7 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     seeds.add_argument("--seeds", type=int, default=5, metavar="N", help="run seeds 0 .. N-1 (default 5)")
     seeds.add_argument("--seed-list", type=int, nargs="+", metavar="S", help="run these seeds (integers >= 0)")
     seeds.add_argument("--report", action="store_true",
-                       help="run nothing: print the tables again from DIR/comparisons.json of an earlier run")
+                       help="run nothing: print the tables again from DIR/comparisons.json of an earlier run "
+                            "(and write them to DIR/table.txt anew)")
     return parser.parse_args(argv)
 
 
@@ -192,11 +193,23 @@ def report(runs: list[dict]) -> str:
             + paired_against_best([r["rows"] for r in runs]))
 
 
+def report_again(work: Path) -> int:
+    """--report: the tables from an earlier run's rows, printed and written to DIR/table.txt anew."""
+    rows = work / "comparisons.json"
+    if not rows.is_file():
+        print(f"error: --report: {rows} does not exist; give the --work directory of an earlier run",
+              file=sys.stderr)
+        return 2
+    text = report(json.loads(rows.read_text()))
+    (work / "table.txt").write_text(text + "\n")
+    print(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.report:
-        print(report(json.loads((args.work / "comparisons.json").read_text())))
-        return 0
+        return report_again(args.work)
     try:
         seeds = chosen_seeds(args)
         check_work(args.work)

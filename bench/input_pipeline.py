@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.measure import cpu_seconds, sync  # noqa: E402
 from trainers.augment import mix, soft_targets  # noqa: E402
 from trainers.config import AugConfig, ModelConfig  # noqa: E402
 from trainers.data.build import BuildOptions, build_store  # noqa: E402
@@ -68,36 +68,6 @@ def write_images(root: Path, count: int, threads: int) -> list[Path]:
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(lambda ip: ip[1].write_bytes(synthetic_jpeg(ip[0])), enumerate(paths)))
     return paths
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process (all its threads) and of its live children (DataLoader workers), from
-    getrusage and /proc (psutil when installed); ended children are counted by getrusage."""
-    own, ended = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + ended.ru_utime + ended.ru_stime + live_children_cpu()
-
-
-def live_children_cpu() -> float:
-    try:
-        import psutil
-
-        return sum(sum(c.cpu_times()[:2]) for c in psutil.Process().children(recursive=True))
-    except ImportError:
-        pass
-    total, ticks = 0.0, os.sysconf("SC_CLK_TCK")
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            for pid in (task / "children").read_text().split():
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-        except OSError:  # a thread or a child that just ended
-            continue
-    return total
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class Trainer:

@@ -28,7 +28,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import PeakMemory, sync  # noqa: E402
 from soup.methods.context import SoupContext  # noqa: E402
 from soup.scoring.evaluation import Evaluator  # noqa: E402
 from soup.methods.greedy import greedy_select  # noqa: E402
@@ -219,48 +219,8 @@ def greedy_timings(scored, evaluator: Evaluator, device: torch.device) -> dict:
 
 
 def _synced(device: torch.device, start: float) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     return time.perf_counter() - start
-
-
-class PeakMemory:
-    """Peak resident memory over the resident memory at entry: VmHWM after resetting it (Linux),
-    else a thread sampling VmRSS every millisecond."""
-
-    def __enter__(self) -> "PeakMemory":
-        self.baseline = _status("VmRSS")
-        self.sampled = 0
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-            self.thread = None
-        except OSError:
-            self.running = True
-            self.thread = threading.Thread(target=self._sample, daemon=True)
-            self.thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while self.running:
-            self.sampled = max(self.sampled, _status("VmRSS"))
-            time.sleep(0.001)
-
-    def __exit__(self, *exc) -> None:
-        if self.thread is None:
-            peak = _status("VmHWM")
-        else:
-            self.running = False
-            self.thread.join()
-            peak = self.sampled
-        self.over = max(0, peak - self.baseline)
-
-
-def _status(field: str) -> int:
-    """A memory field of /proc/self/status, in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 if __name__ == "__main__":

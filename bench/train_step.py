@@ -22,16 +22,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.measure import sync  # noqa: E402
 from trainers.config import TrainConfig  # noqa: E402
 from trainers.evaluate import autocast_for  # noqa: E402
 from trainers.model import build_classifier  # noqa: E402
 from trainers.step import Stepper, compile_for_training  # noqa: E402
 from trainers.tasks import Start, make_task  # noqa: E402
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(step, steps: int, device: torch.device) -> float:

@@ -3,6 +3,7 @@ the test records in real MLflow (sqlite) with the soup stage's own writer, and m
 with one line before anything is made."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -110,3 +111,15 @@ def test_each_method_is_compared_with_the_best_model_seed_by_seed():
     lines = demo_seeds.paired_against_best(seeds).splitlines()
     assert len(lines) == 1 and lines[0].startswith("uniform")  # neither best itself nor the single trials
     assert "test -2.0 +1.0 (ahead 1/2)" in lines[0] and f"{SKETCH} +5.0 +2.0 (ahead 2/2)" in lines[0]
+
+
+def test_report_prints_and_rewrites_the_table_from_the_kept_rows(tmp_path, capsys):
+    assert demo_seeds.main(["--work", str(tmp_path), "--report"]) == 2  # nothing kept there yet
+    assert "comparisons.json does not exist" in capsys.readouterr().err
+    runs = [{"seed": s, "seconds": 61.0, "rows": seed_table(v)} for s, v in ((0, 0.89), (3, 0.91))]
+    (tmp_path / "comparisons.json").write_text(json.dumps(runs))
+    (tmp_path / "table.txt").write_text("a table in an older format\n")
+    assert demo_seeds.main(["--work", str(tmp_path), "--report"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("The demo (`python -m sweep.run --seed N`) over seeds 0 3:")
+    assert "seed 3 1 min 1 s" in printed and (tmp_path / "table.txt").read_text() == printed
