@@ -59,9 +59,11 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-# Maps whose keys are themselves dotted training keys (search.space: {"optim.lr": domain}): in
-# `--set search.space.optim.lr=...` the key is "optim.lr" inside search.space, not a section "optim".
-DOTTED_KEY_MAPS = ("search.space",)
+# Maps whose keys are the user's and may hold dots: search.space's keys are dotted training keys
+# ({"optim.lr": domain}), class and shift-set names may be "st.bernard" or "imagenet-v2.1". In
+# `--set search.space.optim.lr=...`, and in the flat MLflow params read back (`from_params`), all after
+# the map's name is one key ("optim.lr" inside search.space), not sections ("optim", then "lr").
+DOTTED_KEY_MAPS = ("search.space", "model.class_names", "model.class_descriptions", "data.shift")
 
 
 def split_key(dotted: str) -> tuple[list[str], str]:

@@ -31,6 +31,8 @@ search:
 
 def test_round_trip_keeps_the_config_equal(demo_data, tmp_path):
     tree = yaml.safe_load(YAML) | {"data": data_section(demo_data)}
+    tree["data"]["shift"]["imagenet-v2.1"] = tree["data"]["shift"]["sketch"]  # names of the user's: dots kept
+    tree["model"] |= {"class_names": {"st.bernard": "St. Bernard"}, "class_descriptions": {"v1.0": ["a dog"]}}
     sweep_cfg = validate(SweepConfig, tree)
     overrides = {key: domain.sample() for key, domain in param_space(sweep_cfg.search).items()}
     trial_cfg = sweep_cfg.train_config().with_overrides(overrides)
@@ -49,6 +51,7 @@ def test_round_trip_keeps_the_config_equal(demo_data, tmp_path):
     client.set_terminated(run.info.run_id)
 
     assert from_payload == from_meta == from_mlflow == trial_cfg
+    assert set(from_mlflow.data.shift) == {"sketch", "imagenet-v2.1"}
     assert from_mlflow.optim.lr == overrides["optim.lr"]
 
 
