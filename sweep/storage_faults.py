@@ -69,12 +69,15 @@ def retry_write(write: Callable[[], T], path: str, folder: str, patience_s: floa
                                         f"continue with {resume_hint}") from None
 
 
-def storage_failure(err: TrainingFailedError) -> OSError | None:
-    """The OSError behind a failed Train run (its controller's or a worker's), if one is."""
+def storage_failure(err: TrainingFailedError, run_folder: str) -> OSError | None:
+    """The OSError behind a failed Train run (its controller's or a worker's) that names its run folder,
+    if one does. One naming other files, such as a data shard missing on a node, is not the storage's:
+    waiting would not mend it. pyarrow's errors name their path in the message, not in `filename`."""
     causes = [err.controller_failure] if isinstance(err, ControllerError) else []
     if isinstance(err, WorkerGroupError):
         causes = [getattr(e, "cause", e) for e in err.worker_failures.values()]
-    return next((c for c in causes if isinstance(c, OSError)), None)
+    run_name = run_folder.rstrip("/").rsplit("/", 1)[-1]  # unique per trial; an S3 error names the key
+    return next((c for c in causes if isinstance(c, OSError) and run_name in f"{c} {c.filename or ''}"), None)
 
 
 def fit_through_storage_faults(fit: Callable[[], T], run_folder: str, patience_s: float,
@@ -87,7 +90,7 @@ def fit_through_storage_faults(fit: Callable[[], T], run_folder: str, patience_s
         try:
             return fit()
         except TrainingFailedError as err:
-            problem, cause = probe_write(run_folder), storage_failure(err)
+            problem, cause = probe_write(run_folder), storage_failure(err, run_folder)
             if problem is None and cause is None:
                 raise  # not the storage: Train's own retries (max_failures) were spent on it
             deadline = deadline or time.monotonic() + patience_s

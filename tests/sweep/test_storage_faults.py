@@ -10,7 +10,9 @@ from mlflow.tracking import MlflowClient
 
 from soup.inputs.records import KIND_SOUP, TAG_TRIAL_ID
 from trainers.tracking import TAG_KIND
-from sweep.storage_faults import StorageUnwritable, retry_write
+from ray.train import WorkerGroupError
+
+from sweep.storage_faults import StorageUnwritable, fit_through_storage_faults, retry_write
 from sweep.tracking import TAG_REASON, TAG_STATUS
 from tests.conftest import tiny_sweep_tree
 from tests.sweep.storage import set_writable, unwritable
@@ -99,3 +101,24 @@ def soup_runs(uri: str) -> list:
     client = MlflowClient(uri)
     return client.search_runs([e.experiment_id for e in client.search_experiments()],
                               f"tags.`{TAG_KIND}` = '{KIND_SOUP}'")
+
+
+def test_a_worker_error_about_other_files_fails_the_trial_at_once_and_one_about_its_folder_waits(tmp_path):
+    """A data shard missing on a worker's node is not the storage: no waiting for `patience_s` and no
+    "could not write" in the end, but Train's own error at once. An OSError naming the run folder,
+    with the folder writable again by the time it is probed, is fitted again."""
+    run_folder = tmp_path / "tiny-sweep-train-0a1b2c"
+    missing_shard = FileNotFoundError(f"Failed to open local file '{tmp_path}/data/train/shard-0.parquet'")
+    with pytest.raises(WorkerGroupError):
+        fit_through_storage_faults(lambda: failing_fit(missing_shard), str(run_folder), patience_s=60)
+
+    upload = PermissionError(f"[Errno 13] Failed to open local file '{run_folder}/checkpoint_0/model.safetensors'")
+    attempts = iter([upload, None])
+    assert fit_through_storage_faults(lambda: failing_fit(next(attempts)), str(run_folder), patience_s=60) == "fit"
+
+
+def failing_fit(cause: OSError | None) -> str:
+    """A Train fit whose worker 0 raised `cause` (Ray's own error type, as TorchTrainer.fit raises it)."""
+    if cause is None:
+        return "fit"
+    raise WorkerGroupError("a worker failed", {0: cause})
