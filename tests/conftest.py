@@ -5,6 +5,11 @@ Everything is real: Parquet files, open_clip models (tiny), Ray (local), MLflow 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -103,3 +108,25 @@ def finished_sweep(tmp_path_factory, demo_data, pretrained_file, ray_cluster, ac
     tmp = tmp_path_factory.mktemp("sweep")
     cfg = validate(SweepConfig, tiny_sweep_tree(demo_data, tmp, pretrained_file))
     return cfg, run_sweep(cfg)
+
+
+@pytest.fixture
+def s3_server(tmp_path):
+    """An S3-compatible server (moto) on 127.0.0.1 with an empty bucket, and the env that points at it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=open(tmp_path / "moto.log", "w"), stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(60):
+        try:
+            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/soups", method="PUT"), timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}
+    yield env
+    server.terminate()
+    server.wait(timeout=30)

@@ -18,7 +18,7 @@ import open_clip
 import torch
 from safetensors.torch import load_file, save_file
 
-from trainers.checkpoint import load_checkpoint, local_checkpoint, save_checkpoint, verify_file
+from trainers.checkpoint import META, WEIGHTS, load_checkpoint, local_checkpoint, save_checkpoint, verify_file
 from trainers.config import ModelConfig, TrainConfig
 from trainers.data.store import check_dataset
 from trainers.device import resolve_device
@@ -124,7 +124,7 @@ def linear_probe_head(cfg: TrainConfig, model: ImageClassifier, device: torch.de
 
 def load_start(cfg: TrainConfig, base_uri: str) -> tuple[Start, dict[str, Any]]:
     """What a trial starts from: the base classifier, its classes and (lazily) the text tower; and the base's meta."""
-    with local_checkpoint(base_uri) as base_dir:
+    with local_checkpoint(base_uri, files=(META, WEIGHTS, TEXT_TOWER)) as base_dir:
         base = load_checkpoint(base_dir)
         text_file = Path(base_dir) / TEXT_TOWER
         needs_text = TASKS[cfg.method.name].needs_text

@@ -25,7 +25,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import pyarrow.fs as pafs
 
@@ -133,14 +133,22 @@ def verify_file(directory: str | Path, name: str, meta: dict[str, Any]) -> bool:
 
 
 @contextlib.contextmanager
-def local_checkpoint(uri: str) -> Iterator[Path]:
+def local_checkpoint(uri: str, files: Sequence[str] | None = None) -> Iterator[Path]:
     """A local directory holding the checkpoint at `uri`: the path itself, or for s3:// and gs://
-    (anything pyarrow.fs reads) a temporary copy that is removed afterwards."""
+    (anything pyarrow.fs reads) a temporary copy that is removed afterwards. With `files`, only those
+    of a remote checkpoint directory are copied (those it has): readers of the weights leave
+    train_state.pt, twice the weights' size with AdamW, where it is."""
     if not is_remote(uri):
         yield local_path(uri)
         return
     with tempfile.TemporaryDirectory(prefix="soupsweep-checkpoint-") as tmp:
-        pafs.copy_files(uri, tmp)
+        fs, path = pafs.FileSystem.from_uri(uri)
+        if files is None or fs.get_file_info(path).type != pafs.FileType.Directory:
+            pafs.copy_files(uri, tmp)
+        else:
+            for info in fs.get_file_info([f"{path}/{name}" for name in files]):
+                if info.type == pafs.FileType.File:
+                    pafs.copy_files(info.path, f"{tmp}/{info.base_name}", source_filesystem=fs)
         yield Path(tmp)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from trainers.baselines import BASELINES_JSON, BASELINES_TENSORS, Baselines
-from trainers.checkpoint import WEIGHTS, ChangedCheckpoint, local_checkpoint, read_meta, verify_file
+from trainers.checkpoint import META, WEIGHTS, ChangedCheckpoint, local_checkpoint, read_meta, verify_file
 from trainers.config import TrainConfig
 from trainers.errors import UserError
 from trainers.uris import is_remote
@@ -33,7 +33,7 @@ class Base:
 def base_from_checkpoint(uri: str, workdir: Path) -> Base:
     """The base a sweep wrote (local path or any pyarrow.fs URI), its weights kept local for the stage."""
     try:
-        with local_checkpoint(uri) as path:
+        with local_checkpoint(uri, files=(META, WEIGHTS, BASELINES_JSON, BASELINES_TENSORS)) as path:
             meta = read_meta(path)
             verify_file(path, WEIGHTS, meta)  # WiSE-FT and the screening would mix a changed base in
             file = _local_weights(uri, path, workdir)

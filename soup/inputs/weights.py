@@ -59,7 +59,7 @@ class Converter:
 
 def read_weights(uri: str, workdir: Path, converter: Converter | None = None) -> Weights:
     """The normalised state dict at `uri` (checkpoint directory, .safetensors or PyTorch file)."""
-    with local_checkpoint(uri) as path:
+    with local_checkpoint(uri, files=(META, WEIGHTS)) as path:
         if path.is_dir():
             if not (path / META).is_file():
                 raise UnreadableWeights(f"{path} is a directory without {META}: not a soupsweep checkpoint")

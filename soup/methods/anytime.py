@@ -64,8 +64,7 @@ class AnytimeSoup:
 
     def __init__(self, base: Base, device: torch.device, tie_rule: str, tolerance: float, workdir: Path):
         model = build_classifier(base.config.model, len(base.classes))
-        heldout = [s for s in load_eval_sets(base.config.data, model.image_size, device)
-                   if s.kind is SplitKind.HELDOUT]
+        heldout = load_eval_sets(base.config.data, model.image_size, device, kinds=[SplitKind.HELDOUT])
         self.evaluator = Evaluator(model, heldout, device, base.config.precision)
         self.reference = base_reference(base)
         self.converter = Converter(base.config.model, base.classes)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Collection
 
 import torch
 
@@ -32,12 +33,14 @@ class EvalSet:
         return project_logits(logits, self.covers)
 
 
-def load_eval_sets(data: DataConfig, image_size: int, device: torch.device) -> list[EvalSet]:
-    """heldout, test and every shift set, decoded and centre-cropped once, kept on `device` as uint8."""
+def load_eval_sets(data: DataConfig, image_size: int, device: torch.device,
+                   kinds: Collection[SplitKind] = tuple(SplitKind)) -> list[EvalSet]:
+    """heldout, test and every shift set (those of `kinds`), decoded and centre-cropped once, kept on
+    `device` as uint8."""
     named = [("heldout", SplitKind.HELDOUT, data.heldout), ("test", SplitKind.TEST, data.test)]
     named += [(f"shift/{name}", SplitKind.SHIFT, path) for name, path in sorted(data.shift.items())]
     sets = []
-    for name, kind, path in named:
+    for name, kind, path in (n for n in named if n[1] in kinds):
         cached = load_eval_set(path, image_size, device)
         covers = covers_mask(cached.classes, cached.covers)
         sets.append(EvalSet(name, kind, cached.images, cached.labels, None if covers is None else covers.to(device)))

@@ -20,6 +20,7 @@ def offered(soup_inputs, tmp_path_factory):
     _, base_dir, ingredients = soup_inputs
     workdir = tmp_path_factory.mktemp("anytime")
     soup = AnytimeSoup(base_from_checkpoint(base_dir, workdir), torch.device("cpu"), ">=", 0.5, workdir)
+    assert [s.name for s in soup.evaluator.sets] == ["heldout"]  # it selects; test and shifts stay unread
     order = [ingredients[1], ingredients[2], ingredients[0]]
     offers, members = [], []
     for ingredient in order:

@@ -5,11 +5,6 @@ import glob
 import os
 import re
 import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -216,28 +211,6 @@ def test_killed_driver_resumes_without_training_a_trial_twice(demo_data, tmp_pat
 def checkpoints_in_flight(storage: Path) -> bool:
     """A Train run folder holds two checkpoint folders: a new one beside the one it keeps."""
     return any(len(glob.glob(f"{run}/checkpoint_*/")) > 1 for run in glob.glob(f"{storage}/tiny-sweep-train-*"))
-
-
-@pytest.fixture
-def s3_server(tmp_path):
-    """An S3-compatible server (moto) on 127.0.0.1 with an empty bucket, and the env that points at it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=open(tmp_path / "moto.log", "w"), stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(60):
-        try:
-            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/soups", method="PUT"), timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}
-    yield env
-    server.terminate()
-    server.wait(timeout=30)
 
 
 def test_s3_storage_end_to_end(s3_server, demo_data, tmp_path, monkeypatch):

@@ -4,11 +4,12 @@ import hashlib
 import json
 import logging
 
+import pyarrow.fs as pafs
 import pytest
 import torch
 
 from trainers.checkpoint import (DIGESTS, META, TRAIN_STATE, WEIGHTS, ChangedCheckpoint, load_checkpoint,
-                                 load_train_state, save_checkpoint)
+                                 load_train_state, local_checkpoint, save_checkpoint)
 
 
 def test_round_trip_and_atomic_replace(tmp_path):
@@ -55,3 +56,17 @@ def test_checkpoints_written_before_digests_are_read_with_a_warning(tmp_path, ca
     with caplog.at_level(logging.WARNING, logger="trainers.checkpoint"):
         assert torch.equal(load_checkpoint(target).state_dict["w"], torch.ones(3))
     assert "records no sha256" in caplog.text and "written by soupsweep 0.1.0" in caplog.text
+
+
+def test_a_remote_checkpoint_read_for_its_weights_leaves_the_optimizer_state_where_it_is(s3_server, tmp_path,
+                                                                                         monkeypatch):
+    for key, value in s3_server.items():
+        monkeypatch.setenv(key, value)
+    local = save_checkpoint(tmp_path / "ckpt", {"w": torch.ones(3)}, {"epoch": 1}, {"adam": torch.zeros(6)})
+    fs, _ = pafs.FileSystem.from_uri("s3://soups/run/ckpt")
+    pafs.copy_files(str(local), "soups/run/ckpt", destination_filesystem=fs)
+    with local_checkpoint("s3://soups/run/ckpt", files=(META, WEIGHTS, "absent.json")) as copy:
+        assert sorted(p.name for p in copy.iterdir()) == [META, WEIGHTS]
+        assert torch.equal(load_checkpoint(copy).state_dict["w"], torch.ones(3))  # digests still verify
+    with local_checkpoint("s3://soups/run/ckpt") as copy:
+        assert sorted(p.name for p in copy.iterdir()) == [META, WEIGHTS, TRAIN_STATE]
