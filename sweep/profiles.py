@@ -16,10 +16,9 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
-
 from sweep.config import SweepConfig
 from trainers.config import apply_overrides, flatten, validate
+from trainers.config_files import read_config_file
 from trainers.errors import UserError
 
 # The project is installed editable (or run from an unpacked working dir under `ray job submit`),
@@ -45,9 +44,7 @@ def load_profile(name: str, directory: Path = PROFILES_DIR, skip: Iterable[str] 
         raise UserError(f"--cluster: unknown cluster profile {name!r}; valid names: {', '.join(names) or 'none'} "
                         f"(files in {directory})")
     path = directory / f"{name}.yaml"
-    tree = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(tree, dict):
-        raise UserError(f"cluster profile {path}: must hold a YAML mapping of config sections")
+    tree = read_config_file(str(path), flag=f"--cluster {name}")
     skipped = set(skip)
     overrides = {key: _fill(value, key, name) for key, value in flatten(tree).items() if key not in skipped}
     validate(SweepConfig, apply_overrides({}, overrides), source=f"cluster profile {path}")  # its own mistakes, named as such

@@ -49,10 +49,12 @@ def yaml_problem(err: yaml.YAMLError) -> str:
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections as flat dotted keys; an entry of a DOTTED_KEY_MAPS map is one key, whatever its value
+    (a search-space domain stays {"loguniform": [...]}), so that `apply_overrides` nests it back."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict) and value and prefix.removesuffix(".") not in DOTTED_KEY_MAPS:
             flat.update(flatten(value, path + "."))
         else:
             flat[path] = value

@@ -73,6 +73,17 @@ def test_a_profiles_own_mistake_names_the_profile(tmp_path):
         load_profile("broken", directory=tmp_path)
     with pytest.raises(UserError, match="must hold a YAML mapping"):
         load_profile("list", directory=tmp_path)
+    (tmp_path / "syntax.yaml").write_text("resources: {workers: 2\n")
+    with pytest.raises(UserError, match=r"--cluster syntax: .*syntax\.yaml is not valid YAML \(.* at line 2, column 1\); fix its syntax"):
+        load_profile("syntax", directory=tmp_path)
+
+
+def test_a_profile_may_set_search_space_dimensions_and_dotted_names(tmp_path):
+    (tmp_path / "wide.yaml").write_text("search: {space: {optim.lr: {loguniform: [1.0e-6, 1.0e-4]}}}\n"
+                                        "data: {shift: {imagenet-v2.1: /d/v2.parquet}}\n")
+    overrides = load_profile("wide", directory=tmp_path)
+    assert overrides == {"search.space.optim.lr": {"loguniform": [1.0e-6, 1.0e-4]},
+                         "data.shift.imagenet-v2.1": "/d/v2.parquet"}
 
 
 def test_the_command_line(config_file, capsys):
