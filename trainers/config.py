@@ -182,13 +182,18 @@ class TrainConfig(Section):
 
     def to_params(self) -> dict[str, str]:
         """MLflow params: flat dotted keys, strings as they are, everything else as JSON."""
-        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in self.to_flat().items()}
+        return {k: param_text(v) for k, v in self.to_flat().items()}
 
     @classmethod
     def from_params(cls, params: dict[str, str]) -> "TrainConfig":
         """Inverse of `to_params` (extra params, such as a sweep's, are ignored)."""
         own = {k: v for k, v in params.items() if k.split(".")[0] in cls.model_fields}
         return cls.model_validate(apply_overrides({}, {k: _parse_param(v) for k, v in own.items()}))
+
+
+def param_text(value: Any) -> str:
+    """An MLflow param's text: a string as it is, anything else as JSON (`_parse_param` reads it back)."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _parse_param(text: str) -> Any:

@@ -5,7 +5,6 @@ sweep (sweep/) and the soup stage (soup/) do, without importing either.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -24,7 +23,7 @@ from mlflow.utils.uri import get_uri_scheme
 from pydantic import Field, field_validator
 from sqlalchemy.engine import make_url
 
-from trainers.config import Section
+from trainers.config import Section, param_text
 from trainers.errors import UserError
 
 TAG_KIND = "soupsweep.kind"
@@ -67,9 +66,8 @@ def ui_url(tracking_uri: str, experiment_id: str, server: str = "http://127.0.0.
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
-    items = [Param(k, v if isinstance(v, str) else json.dumps(v)) for k, v in params.items()]  # as TrainConfig's
-    for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-        client.log_batch(run_id, params=items[start:start + 100])
+    """Params of any JSON value, encoded as TrainConfig's are (MLflow splits the batch itself)."""
+    client.log_batch(run_id, params=[Param(k, param_text(v)) for k, v in params.items()])
 
 
 def artifact_location(tracking_uri: str) -> str | None:

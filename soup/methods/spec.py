@@ -101,7 +101,7 @@ NEEDS_BASE = {name for name, spec in METHODS.items() if spec.needs_base}
 
 def order_problems(methods: dict[str, MethodSpec]) -> list[str]:
     """The stage runs methods in registry order: a method listed before one it reads is a mistake
-    (tests/soup/test_spec.py checks that there is none)."""
+    (tests/soup/test_selection.py checks that there is none)."""
     problems = []
     for position, (name, spec) in enumerate(methods.items()):
         later = list(methods.values())[position + 1:]

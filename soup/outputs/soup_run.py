@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from soup.outputs.comparison import BASELINE
 from soup.outputs.figures import id_vs_shift, wiseft_curve
@@ -22,6 +23,7 @@ from trainers.tracking import TAG_KIND
 from soup.outputs.report import HELDOUT, SELECTION, legacy_metric_name, metric_name, wide_rows
 from soup.outputs.outcome import SoupOutcome
 from trainers.checkpoint import META
+from trainers.config import param_text
 from trainers.errors import UserError
 
 SOUP_RUN_PREFIX = "soup"
@@ -80,11 +82,8 @@ def log_values(client: MlflowClient, run_id: str, outcome: SoupOutcome, options:
     values = {"methods": ",".join(options.methods), **chosen, **params,
               "ingredients": len(outcome.scored), "left_out": len(outcome.skipped)}
     values.update({f"{r.name}.members": ",".join(r.members) for r in outcome.results if r.members})
-    batch = [Param(k, (v if isinstance(v, str) else json.dumps(v))[:6000]) for k, v in values.items()]
-    for start in range(0, len(metrics), 1000):  # MLflow's batch limit
-        client.log_batch(run_id, metrics=metrics[start:start + 1000], params=batch if start == 0 else [])
-    if not metrics:
-        client.log_batch(run_id, params=batch)
+    params = [Param(k, param_text(v)[:MAX_PARAM_VAL_LENGTH]) for k, v in values.items()]
+    client.log_batch(run_id, metrics=metrics, params=params)  # MLflow splits it into batches it takes
 
 
 def log_tables(client: MlflowClient, run_id: str, outcome: SoupOutcome) -> None:

@@ -149,3 +149,11 @@ def test_a_changed_text_tower_is_refused_before_a_text_loss_trains_from_it(bases
     cfg = TrainConfig.model_validate(tree(demo_data, pretrained_file, name="flyp"))
     with pytest.raises(ChangedCheckpoint, match=f"{TEXT_TOWER} changed after it was written"):
         fit(cfg, RunContext(base_dir=str(base)))
+
+
+def test_the_method_names_the_config_accepts_are_the_task_registry():
+    from typing import get_args
+
+    from trainers.config import MethodConfig
+    from trainers.tasks import TASKS
+    assert set(get_args(MethodConfig.model_fields["name"].annotation)) == set(TASKS)
