@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from typing import Any, get_origin
 
 from soup.inputs.explicit import ExplicitInputs
-from trainers.tracking import absolute_sqlite, check_tracking_uri, ui_url
+from trainers.tracking import absolute_sqlite, check_tracking_uri, default_tracking_uri, ui_url
 from soup.methods.options import SoupOptions
 from soup.methods.spec import DEFAULT_METHODS, METHODS, PARAMS, SOUP_METHODS, parse_methods
 from soup.pipeline import DEFAULT_EXPERIMENT, soup_experiment, soup_files
@@ -25,7 +24,6 @@ from trainers.prompts import TEMPLATES
 from trainers.errors import UserError
 from trainers.architectures import quiet_open_clip
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -33,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", help="MLflow experiment id or name of the sweep; with --ingredients, the "
                         f"experiment the soup run is logged in (default {DEFAULT_EXPERIMENT})")
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI),
+    parser.add_argument("--tracking-uri", default=default_tracking_uri(),
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     method = parser.add_argument_group("methods")
     method.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)} "
@@ -127,8 +125,8 @@ def explicit_inputs(args: argparse.Namespace) -> ExplicitInputs:
         if not sep or not name or not path:
             raise UserError(f"--shift {item!r}: use NAME=PATH, e.g. --shift sketch=/data/sketch.parquet")
         shift[name] = path
-    return ExplicitInputs(args.ingredients, args.base, args.model, args.templates, None, args.heldout,
-                          args.test, args.train, shift)
+    return ExplicitInputs(args.ingredients, base=args.base, model=args.model, templates=args.templates,
+                          heldout=args.heldout, test=args.test, train=args.train, shift=shift)
 
 
 def _items(text: str) -> list[str]:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 import yaml
 
-from trainers.tracking import absolute_sqlite, ui_url
+from trainers.tracking import absolute_sqlite, default_tracking_uri, ui_url
 from soup.outputs.report import format_spread, format_table
 from sweep.config import SweepConfig
 from trainers.architectures import quiet_open_clip
@@ -49,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", metavar="EXPERIMENT",
                         help="continue the sweep recorded in this MLflow experiment (id or name) after its "
                              "driver died: finished trials are kept, interrupted ones resume from checkpoints")
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
+    parser.add_argument("--tracking-uri", default=default_tracking_uri(),
                         help="with --resume: where the sweep is recorded (default: $MLFLOW_TRACKING_URI "
                              "or sqlite:///mlflow.db)")
     return parser.parse_args(argv)

@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from trainers.config_files import apply_overrides, flatten  # noqa: F401 (imported from here too)
 from trainers.errors import UserError
 
-SCHEMA_VERSION = 1
 CompileBackend = Literal["inductor", "aot_eager", "eager"]  # what model.compile may name besides true/false
 COMPILE_BACKENDS = get_args(CompileBackend)
 

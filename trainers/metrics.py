@@ -15,8 +15,6 @@ LR = "lr"
 TRAIN_LOSS = "train/loss"
 VAL_LOSS = "val/loss"
 VAL_TOP1 = "val/top1"
-HELDOUT_TOP1 = "heldout/top1"
-TEST_TOP1 = "test/top1"
 DIVERGED = "diverged"  # 1.0 in the last report of a run whose training loss went non-finite
 TIMELINE = "timeline/"  # prefix of a trial's phase stamps (time.time()), metrics of its MLflow run
 

@@ -38,10 +38,18 @@ NAMED_STORES = ("databricks", "databricks-uc", "uc")  # URIs that are only a sch
 MODEL_TRAINING = {"mlflow.experimentKind": "custom_model_development"}
 
 
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow 3 refuses ./mlruns; a sqlite file beside the user
+
+
+def default_tracking_uri() -> str:
+    """What a command's --tracking-uri defaults to: $MLFLOW_TRACKING_URI, else DEFAULT_TRACKING_URI."""
+    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+
+
 class MlflowConfig(Section):
     """The `mlflow` section of a config file (python -m sweep.run, python -m trainers.run)."""
 
-    tracking_uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI (sqlite file or server)")
+    tracking_uri: str = Field(DEFAULT_TRACKING_URI, description="MLflow tracking URI (sqlite file or server)")
     experiment: str = Field("", description="MLflow experiment: the sweep's identity; empty: soupsweep-<time>")
 
     @field_validator("tracking_uri")

@@ -28,7 +28,6 @@ class ExplicitInputs:
     base: str | None = None  # the shared initialisation: checkpoint directory or weights file
     model: str | None = None  # architecture (model.name); else from a meta.json
     templates: str | None = None
-    precision: str | None = None
     heldout: str | None = None
     test: str | None = None
     train: str | None = None  # only for recomputing BatchNorm statistics
@@ -76,8 +75,6 @@ def _config(inputs: ExplicitInputs, meta: dict | None) -> TrainConfig:
         if value:
             data[key] = value
     data["shift"] = {**data.get("shift", {}), **inputs.shift}
-    if inputs.precision:
-        tree["precision"] = inputs.precision
     if not meta and not inputs.model:
         raise UserError("--model is needed: no meta.json says which architecture these weights are "
                         "(e.g. --model ViT-B-32)")

@@ -41,7 +41,7 @@ def find_experiment(client: MlflowClient, id_or_name: str) -> Experiment:
 
 def find_sweep_run(client: MlflowClient, experiment: Experiment) -> Run | None:
     runs = client.search_runs([experiment.experiment_id], f"tags.`{TAG_KIND}` = '{KIND_SWEEP}'",
-                              max_results=2)
+                              max_results=1)
     return runs[0] if runs else None
 
 

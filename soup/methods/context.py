@@ -66,9 +66,6 @@ class SoupContext:
                             "pass --base <checkpoint dir or weights file> or drop the method")
         return TensorFile(self.base_file)
 
-    def base_state(self, method: str) -> dict[str, torch.Tensor]:
-        return normalise_keys(self.base(method).load())
-
     def save(self, name: str, members: list[str], lineage: dict[str, str], **meta: Any) -> Path | None:
         """Write the weights now in the evaluator's model as this soup's checkpoint, so that the soup
         does not stay in memory while later methods run."""
