@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 
 from soup.inputs.manifest import FAILED, USABLE, Ingredient, ingredient_of_run
 from soup.inputs.records import trial_runs
-from sweep.trial import kept_checkpoint, train_run_name
+from sweep.trial import kept_checkpoint, train_run_folder
 from trainers.checkpoint import read_meta
 
 log = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ def collect_ingredients(client: MlflowClient, experiment_id: str, sweep_run_id: 
     rows = []
     for run in trial_runs(client, experiment_id, sweep_run_id):
         row = ingredient_of_run(run)
-        checkpoint = final_checkpoint(storage, train_run_name(name, row.trial_id))
+        checkpoint = final_checkpoint(storage, name, row.trial_id)
         if checkpoint:
             row.checkpoint = checkpoint
             row.base_checksum = read_meta(checkpoint)["base_checksum"]
@@ -29,6 +29,6 @@ def collect_ingredients(client: MlflowClient, experiment_id: str, sweep_run_id: 
     return sorted(rows, key=lambda r: r.trial_id)
 
 
-def final_checkpoint(storage: str, run_name: str) -> str | None:
-    """URI of the checkpoint Ray Train kept for a run (the last epoch), or None."""
-    return kept_checkpoint(f"{storage}/{run_name}")
+def final_checkpoint(storage: str, experiment: str, trial_id: str) -> str | None:
+    """URI of the checkpoint Ray Train kept for a trial (the last epoch), or None."""
+    return kept_checkpoint(train_run_folder(storage, experiment, trial_id))

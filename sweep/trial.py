@@ -61,9 +61,19 @@ class TrialSpec:
     train_env: dict[str, str] = field(default_factory=dict)  # train_env(): Train reads them from the environment
 
 
+def train_run_prefix(experiment: str) -> str:
+    """What the names of a sweep's Train runs start with (a resumed sweep finds their folders by it)."""
+    return f"{experiment}-train-"
+
+
 def train_run_name(experiment: str, trial_id: str) -> str:
     """Deterministic, so that a restored sweep finds each trial's Train run (and its checkpoint)."""
-    return f"{experiment}-train-{trial_id}"
+    return train_run_prefix(experiment) + trial_id
+
+
+def train_run_folder(storage: str, experiment: str, trial_id: str) -> str:
+    """URI of a trial's Train run folder, where Ray Train keeps its checkpoints."""
+    return f"{storage}/{train_run_name(experiment, trial_id)}"
 
 
 def run_trial(overrides: dict[str, Any], spec: TrialSpec) -> None:
@@ -88,7 +98,7 @@ def run_trial(overrides: dict[str, Any], spec: TrialSpec) -> None:
             failure_config=FailureConfig(max_failures=spec.max_failures),
         ),
     )
-    run_folder = f"{spec.storage_path}/{train_run_name(spec.experiment, trial_id)}"
+    run_folder = train_run_folder(spec.storage_path, spec.experiment, trial_id)
     result = fit_through_storage_faults(trainer.fit, run_folder, spec.storage_patience_s,
                                         before_retry=lambda: remove_unkept_checkpoints(run_folder))
     fitted = time.time()
