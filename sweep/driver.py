@@ -27,12 +27,13 @@ from sweep.soup_actor import SoupPlateau, start_anytime_actor, stop_reason
 from sweep.config import SweepConfig
 from sweep.console import log_file, say, sweep_console
 from sweep.trial_events import TrialConsole
-from sweep.manifest import collect_ingredients, final_checkpoint
+from sweep.manifest import collect_ingredients
 from sweep.recovery import backfill_checkpoint_epochs, remove_orphan_checkpoints
 from sweep.storage_faults import retry_write
 from sweep.space import param_space, scheduler, search_algorithm
 from sweep.sweep_run import open_sweep_run, require_new_sweep
 from sweep.tracking import TAG_OFFER_ORDER, TrialRuns, close_interrupted_trials
+from sweep.train_storage import final_checkpoint
 from sweep.trial import TrialSpec, run_trial, train_env
 from trainers.architectures import check_model_name
 from trainers.base import check_pretrained_weights, default_device, write_base_checkpoint

@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 
 from soup.inputs.manifest import FAILED, USABLE, Ingredient, ingredient_of_run
 from soup.inputs.records import trial_runs
-from sweep.trial import kept_checkpoint, train_run_folder
+from sweep.train_storage import final_checkpoint
 from trainers.checkpoint import read_meta
 
 log = logging.getLogger(__name__)
@@ -27,8 +27,3 @@ def collect_ingredients(client: MlflowClient, experiment_id: str, sweep_run_id: 
             row.status, row.reason = FAILED, "ended without a checkpoint"
         rows.append(row)
     return sorted(rows, key=lambda r: r.trial_id)
-
-
-def final_checkpoint(storage: str, experiment: str, trial_id: str) -> str | None:
-    """URI of the checkpoint Ray Train kept for a trial (the last epoch), or None."""
-    return kept_checkpoint(train_run_folder(storage, experiment, trial_id))

@@ -22,8 +22,7 @@ from mlflow.tracking import MlflowClient
 from soup.inputs.records import TAG_TRIAL_ID, trial_runs
 from trainers.tracking import TAG_CHECKPOINT
 from sweep.tracking import REPORTED
-from sweep.manifest import final_checkpoint
-from sweep.trial import checkpoint_uri, remove_unkept_checkpoints, train_run_prefix
+from sweep.train_storage import checkpoint_uri, final_checkpoint, remove_unkept_checkpoints, train_run_prefix
 from trainers import metrics as M
 from trainers.checkpoint import read_meta
 from trainers.uris import pyarrow_uri
