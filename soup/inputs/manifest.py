@@ -27,6 +27,7 @@ FINISHED = "finished"  # ran all its epochs
 STOPPED = "stopped"  # stopped early by the scheduler (ASHA) or the time budget: still an ingredient
 DIVERGED = "diverged"  # training loss went non-finite: left out
 FAILED = "failed"  # raised (after its retries): left out
+RUNNING = "running"  # not ended yet (the sweep's trial runs while it trains)
 USABLE = (FINISHED, STOPPED)
 MANIFEST_SCHEMA = pa.schema([
     ("trial_id", pa.string()), ("status", pa.string()), ("reason", pa.string()),
@@ -47,6 +48,11 @@ class Ingredient:
     reason: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+def ended_status(epoch: float, planned: int) -> str:
+    """The status of a trial that ended without an error after `epoch` of its `planned` epochs."""
+    return FINISHED if epoch >= planned else STOPPED
 
 
 def write_manifest(uri: str, ingredients: list[Ingredient]) -> None:
