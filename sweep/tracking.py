@@ -23,10 +23,9 @@ from sweep.soup_actor import BEST_SINGLE, MEMBERS, OFFERED, REPORT_KEYS, SOUP_GA
 from sweep.queued_writes import QueuedWrites, log_table_once
 from sweep.space import resolve_overrides
 from sweep.per_class import PER_CLASS_TABLE, kept_or_reported, kept_per_class_table, per_class_table
-from sweep.sweep_run import log_params
 from sweep.train_storage import checkpoint_uri
 from soup.inputs.records import KIND_TRIAL, TAG_PARENT, TAG_REASON, TAG_STATUS, TAG_STORAGE, TAG_TRIAL_ID, trial_runs
-from trainers.tracking import TAG_CHECKPOINT, TAG_KIND
+from trainers.tracking import TAG_CHECKPOINT, TAG_KIND, log_params
 from trainers import metrics as M
 from trainers.config import TrainConfig
 
