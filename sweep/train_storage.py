@@ -37,14 +37,19 @@ def checkpoint_uri(storage_path: str, path: str) -> str:
     return storage_path.split("://")[0] + "://" + path if "://" in storage_path else path
 
 
-def kept_checkpoint(run_folder: str) -> str | None:
-    """URI of the checkpoint Ray Train kept last in a Train run's folder (a URI), or None."""
+def train_result(run_folder: str) -> ray.train.Result | None:
+    """Ray Train's result of a Train run (its folder's URI), or None: no run folder, or no snapshot in it."""
     try:
         with _no_snapshot_notice():
-            result = ray.train.Result.from_path(run_folder)
-    except Exception:  # no run folder, or no snapshot in it
+            return ray.train.Result.from_path(run_folder)
+    except Exception:
         return None
-    return checkpoint_uri(run_folder, result.checkpoint.path) if result.checkpoint else None
+
+
+def kept_checkpoint(run_folder: str) -> str | None:
+    """URI of the checkpoint Ray Train kept last in a Train run's folder (a URI), or None."""
+    result = train_result(run_folder)
+    return checkpoint_uri(run_folder, result.checkpoint.path) if result is not None and result.checkpoint else None
 
 
 def final_checkpoint(storage: str, experiment: str, trial_id: str) -> str | None:
@@ -58,10 +63,8 @@ def kept_checkpoint_names(fs: pafs.FileSystem, path: str, run_folder: str) -> se
     cannot be read."""
     if fs.get_file_info(f"{path}/{SNAPSHOT}").type == pafs.FileType.NotFound:
         return set()
-    try:
-        with _no_snapshot_notice():
-            result = ray.train.Result.from_path(run_folder)
-    except Exception:
+    result = train_result(run_folder)
+    if result is None:
         return None
     kept = [checkpoint for checkpoint, _ in result.best_checkpoints or []] + [result.checkpoint]
     return {posixpath.basename(c.path.rstrip("/")) for c in kept if c is not None}
