@@ -27,13 +27,14 @@ from sweep.soup_actor import SoupPlateau, start_anytime_actor, stop_reason
 from sweep.config import SweepConfig
 from sweep.console import log_file, say, sweep_console
 from sweep.trial_events import TrialConsole
-from sweep.manifest import collect_ingredients, final_checkpoint
+from sweep.manifest import collect_ingredients
 from sweep.recovery import backfill_checkpoint_epochs, remove_orphan_checkpoints
 from sweep.storage_faults import retry_write
 from sweep.space import param_space, scheduler, search_algorithm
 from sweep.sweep_run import open_sweep_run, require_new_sweep
 from sweep.tracking import TAG_OFFER_ORDER, TrialRuns, close_interrupted_trials
-from sweep.trial import TrialSpec, run_trial, train_env, train_run_name
+from sweep.train_storage import final_checkpoint
+from sweep.trial import TrialSpec, run_trial, train_env
 from trainers.architectures import check_model_name
 from trainers.base import check_pretrained_weights, default_device, write_base_checkpoint
 from trainers.baselines import training_free_baselines
@@ -190,7 +191,7 @@ def replay_offers(client: MlflowClient, experiment_id: str, sweep_run_id: str, p
     offered = [r for r in trial_runs(client, experiment_id, sweep_run_id) if TAG_OFFER_ORDER in r.data.tags]
     for run in sorted(offered, key=lambda r: int(r.data.tags[TAG_OFFER_ORDER])):
         trial_id = run.data.tags[TAG_TRIAL_ID]
-        checkpoint = final_checkpoint(paths.storage, train_run_name(paths.name, trial_id))
+        checkpoint = final_checkpoint(paths.storage, paths.name, trial_id)
         if checkpoint:
             ray.get(anytime.offer.remote(trial_id, checkpoint))
     log.info("anytime soup: replayed %d trials offered before the restart", len(offered))

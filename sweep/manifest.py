@@ -1,34 +1,21 @@
 """The trial manifest of a sweep, built from what MLflow recorded and what Ray Train kept."""
 from __future__ import annotations
 
-import logging
-
 from mlflow.tracking import MlflowClient
 
-from soup.inputs.manifest import FAILED, USABLE, Ingredient, ingredient_of_run
-from soup.inputs.records import trial_runs
-from sweep.trial import kept_checkpoint, train_run_name
+from soup.inputs.manifest import Ingredient, ingredients_from_runs
+from soup.inputs.records import TAG_TRIAL_ID
+from sweep.train_storage import final_checkpoint
 from trainers.checkpoint import read_meta
-
-log = logging.getLogger(__name__)
 
 
 def collect_ingredients(client: MlflowClient, experiment_id: str, sweep_run_id: str, storage: str,
                         name: str) -> list[Ingredient]:
-    """One row per trial run of the sweep: status, final checkpoint, the checksum its meta.json states."""
-    rows = []
-    for run in trial_runs(client, experiment_id, sweep_run_id):
-        row = ingredient_of_run(run)
-        checkpoint = final_checkpoint(storage, train_run_name(name, row.trial_id))
-        if checkpoint:
-            row.checkpoint = checkpoint
-            row.base_checksum = read_meta(checkpoint)["base_checksum"]
-        elif row.status in USABLE:
-            row.status, row.reason = FAILED, "ended without a checkpoint"
-        rows.append(row)
-    return sorted(rows, key=lambda r: r.trial_id)
-
-
-def final_checkpoint(storage: str, run_name: str) -> str | None:
-    """URI of the checkpoint Ray Train kept for a run (the last epoch), or None."""
-    return kept_checkpoint(f"{storage}/{run_name}")
+    """One row per trial run of the sweep: status, final checkpoint (the one Ray Train kept), the
+    checksum its meta.json states."""
+    rows = ingredients_from_runs(client, experiment_id, sweep_run_id,
+                                 lambda run: final_checkpoint(storage, name, run.data.tags[TAG_TRIAL_ID]))
+    for row in rows:
+        if row.checkpoint:
+            row.base_checksum = read_meta(row.checkpoint)["base_checksum"]
+    return rows

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import posixpath
 
-from sweep.trial import kept_checkpoint
+from sweep.train_storage import kept_checkpoint
 from trainers import metrics as M
 from trainers.checkpoint import read_meta
 

@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from soup.inputs.records import TAG_TRIAL_ID, trial_runs
 from trainers.tracking import TAG_CHECKPOINT
 from sweep.tracking import REPORTED
-from sweep.trial import checkpoint_uri, kept_checkpoint, remove_unkept_checkpoints, train_run_name
+from sweep.train_storage import checkpoint_uri, final_checkpoint, remove_unkept_checkpoints, train_run_prefix
 from trainers import metrics as M
 from trainers.checkpoint import read_meta
 from trainers.uris import pyarrow_uri
@@ -37,8 +37,7 @@ def backfill_checkpoint_epochs(client: MlflowClient, experiment_id: str, sweep_r
     returns how many runs got epochs."""
     logged = 0
     for run in trial_runs(client, experiment_id, sweep_run_id):
-        run_folder = f"{storage}/{train_run_name(experiment, run.data.tags[TAG_TRIAL_ID])}"
-        latest = kept_checkpoint(run_folder)
+        latest = final_checkpoint(storage, experiment, run.data.tags[TAG_TRIAL_ID])
         if not latest:
             continue
         meta = read_meta(latest)
@@ -63,6 +62,6 @@ def remove_orphan_checkpoints(storage: str, experiment: str) -> list[str]:
     fs, root = pafs.FileSystem.from_uri(pyarrow_uri(storage))
     removed = []
     for run in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
-        if run.type == pafs.FileType.Directory and run.base_name.startswith(f"{experiment}-train-"):
+        if run.type == pafs.FileType.Directory and run.base_name.startswith(train_run_prefix(experiment)):
             removed += remove_unkept_checkpoints(checkpoint_uri(storage, run.path))
     return removed

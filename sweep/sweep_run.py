@@ -7,7 +7,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from soup.inputs.records import KIND_SWEEP, find_sweep_run
-from trainers.tracking import MODEL_TRAINING, TAG_KIND, artifact_location, log_params
+from trainers.tracking import MODEL_TRAINING, TAG_KIND, log_params, open_experiment
 from trainers.errors import UserError
 
 
@@ -23,9 +23,7 @@ def require_new_sweep(client: MlflowClient, experiment: str) -> None:
 def open_sweep_run(client: MlflowClient, experiment: str, tags: dict[str, str], params: dict[str, Any]) -> tuple[str, str]:
     """Create (or reuse an empty) experiment and its sweep run; returns (experiment id, run id)."""
     require_new_sweep(client, experiment)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(
-        experiment, artifact_location=artifact_location(client.tracking_uri), tags=MODEL_TRAINING)
+    experiment_id = open_experiment(client, experiment)
     for key, value in MODEL_TRAINING.items():  # also an empty experiment the user made
         client.set_experiment_tag(experiment_id, key, value)
     run = client.create_run(experiment_id, run_name=f"sweep-{experiment}", tags={TAG_KIND: KIND_SWEEP, **tags})

@@ -18,15 +18,14 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from soup.inputs.manifest import DIVERGED, FAILED, FINISHED, STOPPED
+from soup.inputs.manifest import DIVERGED, FAILED, FINISHED, RUNNING, STOPPED, ended_status
 from sweep.soup_actor import BEST_SINGLE, MEMBERS, OFFERED, REPORT_KEYS, SOUP_GAIN
 from sweep.queued_writes import QueuedWrites, log_table_once
 from sweep.space import resolve_overrides
 from sweep.per_class import PER_CLASS_TABLE, kept_or_reported, kept_per_class_table, per_class_table
-from sweep.sweep_run import log_params
-from sweep.trial import checkpoint_uri
+from sweep.train_storage import checkpoint_uri
 from soup.inputs.records import KIND_TRIAL, TAG_PARENT, TAG_REASON, TAG_STATUS, TAG_STORAGE, TAG_TRIAL_ID, trial_runs
-from trainers.tracking import TAG_CHECKPOINT, TAG_KIND
+from trainers.tracking import TAG_CHECKPOINT, TAG_KIND, log_params
 from trainers import metrics as M
 from trainers.config import TrainConfig
 
@@ -37,7 +36,6 @@ REPORTED = (M.EPOCH, M.TRAIN_LOSS, M.VAL_LOSS, M.VAL_TOP1, M.LR)
 TAG_OFFER_ORDER = "soupsweep.offer_order"  # on a trial run: when the anytime soup was offered it
 TAG_ANYTIME_MEMBERS = "soupsweep.anytime_members"  # on the sweep run: the running soup's trial ids
 TAG_ANYTIME_BEST_SINGLE = "soupsweep.anytime_best_single"  # on the sweep run: the best trial offered so far
-RUNNING = "running"
 NO_ERROR_TEXT = ("failed without an error text: its process was probably killed (e.g. by the out-of-memory "
                  "killer); see the Ray logs (`ray logs` or the dashboard) of its workers")
 FLUSH_PATIENCE_S = 300  # after the search, how long queued trial-run writes wait for an absent MLflow
@@ -68,7 +66,7 @@ def close_interrupted_trials(client: MlflowClient, experiment_id: str, parent_ru
                 client.set_tag(run.info.run_id, TAG_CHECKPOINT, kept)
             log_table_once(client, run.info.run_id, partial(per_class_table, kept), PER_CLASS_TABLE)
         planned = TrainConfig.from_params(run.data.params).optim.epochs
-        status = FINISHED if run.data.metrics.get(M.EPOCH, 0) >= planned else STOPPED
+        status = ended_status(run.data.metrics.get(M.EPOCH, 0), planned)
         client.set_tag(run.info.run_id, TAG_STATUS, status)
         if status == STOPPED:
             client.set_tag(run.info.run_id, TAG_REASON, reason)
@@ -170,10 +168,9 @@ class TrialRuns(tune.Callback):
             # meta.json is read on the writer thread: a slow or unreachable storage delays only the
             # MLflow writes behind it, never Tune; an unreadable one leaves the table out with a warning.
             self.client.log_table(record.run_id, partial(kept_per_class_table, record.checkpoint), PER_CLASS_TABLE)
-        if epoch < record.planned_epochs:
-            self._close(record, STOPPED, f"stopped early at epoch {epoch} of {record.planned_epochs}")
-        else:
-            self._close(record, FINISHED)
+        status = ended_status(epoch, record.planned_epochs)
+        reason = f"stopped early at epoch {epoch} of {record.planned_epochs}" if status == STOPPED else ""
+        self._close(record, status, reason)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         record = self.trials.get(trial.trial_id)

@@ -5,16 +5,11 @@ in a TrialSpec (a Ray worker is a fresh process, so nothing is read from module 
 """
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import posixpath
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow.fs as pafs
-import ray.train
 from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
@@ -22,13 +17,10 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from sweep.space import resolve_overrides
 from sweep.storage_faults import fit_through_storage_faults
+from sweep.train_storage import checkpoint_uri, remove_unkept_checkpoints, train_run_folder, train_run_name
 from trainers import metrics as M
 from trainers.config import TrainConfig
-from trainers.uris import pyarrow_uri
 
-log = logging.getLogger(__name__)
-CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train's checkpoint folders: checkpoint_<time>
-SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of the checkpoints it keeps
 # Ray Train V2 settings a trial runs with, unless the environment already sets them (measured in
 # docs/benchmarks.md, "What the sweep sets, and why"). The controller polls its workers every 2 s by
 # default, and every report and a trial's end wait for the next poll; a poll is one small RPC per
@@ -61,11 +53,6 @@ class TrialSpec:
     train_env: dict[str, str] = field(default_factory=dict)  # train_env(): Train reads them from the environment
 
 
-def train_run_name(experiment: str, trial_id: str) -> str:
-    """Deterministic, so that a restored sweep finds each trial's Train run (and its checkpoint)."""
-    return f"{experiment}-train-{trial_id}"
-
-
 def run_trial(overrides: dict[str, Any], spec: TrialSpec) -> None:
     started = time.time()  # the trial's first phase stamp (timeline/trial_start), reported by its workers
     trial_id = tune.get_context().get_trial_id()
@@ -88,7 +75,7 @@ def run_trial(overrides: dict[str, Any], spec: TrialSpec) -> None:
             failure_config=FailureConfig(max_failures=spec.max_failures),
         ),
     )
-    run_folder = f"{spec.storage_path}/{train_run_name(spec.experiment, trial_id)}"
+    run_folder = train_run_folder(spec.storage_path, spec.experiment, trial_id)
     result = fit_through_storage_faults(trainer.fit, run_folder, spec.storage_patience_s,
                                         before_retry=lambda: remove_unkept_checkpoints(run_folder))
     fitted = time.time()
@@ -126,73 +113,6 @@ def soup_result(spec: TrialSpec, trial_id: str, cfg: TrainConfig, result) -> dic
     checkpoint = checkpoint_uri(spec.storage_path, result.checkpoint.path) if result.checkpoint else None
     return {M.EPOCH: last.get(M.EPOCH, 0), M.VAL_TOP1: last.get(M.VAL_TOP1, 0.0),
             **offer_to_soup(spec.experiment, trial_id, checkpoint, complete)}
-
-
-def checkpoint_uri(storage_path: str, path: str) -> str:
-    """A checkpoint's URI: Ray gives filesystem paths, without the storage's scheme (s3://, gs://)."""
-    return storage_path.split("://")[0] + "://" + path if "://" in storage_path else path
-
-
-def kept_checkpoint(run_folder: str) -> str | None:
-    """URI of the checkpoint Ray Train kept last in a Train run's folder (a URI), or None."""
-    try:
-        with _no_snapshot_notice():
-            result = ray.train.Result.from_path(run_folder)
-    except Exception:  # no run folder, or no snapshot in it
-        return None
-    return checkpoint_uri(run_folder, result.checkpoint.path) if result.checkpoint else None
-
-
-def kept_checkpoint_names(fs: pafs.FileSystem, path: str, run_folder: str) -> set[str] | None:
-    """Folder names of the checkpoints Ray Train's snapshot keeps for a run (at `path` in `fs`; URI
-    `run_folder`): empty when it has no snapshot (Train has registered none), None when the snapshot
-    cannot be read."""
-    if fs.get_file_info(f"{path}/{SNAPSHOT}").type == pafs.FileType.NotFound:
-        return set()
-    try:
-        with _no_snapshot_notice():
-            result = ray.train.Result.from_path(run_folder)
-    except Exception:
-        return None
-    kept = [checkpoint for checkpoint, _ in result.best_checkpoints or []] + [result.checkpoint]
-    return {posixpath.basename(c.path.rstrip("/")) for c in kept if c is not None}
-
-
-def remove_unkept_checkpoints(run_folder: str) -> list[str]:
-    """Delete the checkpoint folders of a Train run (a URI) that its snapshot does not keep: uploaded
-    but never registered (the controller died, or its own write failed), or left for num_to_keep to
-    delete. A run whose snapshot cannot be read is left alone. Returns the URIs deleted."""
-    fs, path = pafs.FileSystem.from_uri(pyarrow_uri(run_folder))
-    kept = kept_checkpoint_names(fs, path, run_folder)
-    if kept is None:
-        return []
-    removed = []
-    for entry in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
-        if (entry.type == pafs.FileType.Directory and entry.base_name.startswith(CHECKPOINT_PREFIX)
-                and entry.base_name not in kept):
-            fs.delete_dir(entry.path)
-            removed.append(checkpoint_uri(run_folder, entry.path))
-    if removed:
-        log.info("removed %d checkpoints that Ray Train does not keep: %s", len(removed), ", ".join(removed))
-    return removed
-
-
-# Reading a finished run's result makes Ray Train log, at INFO, that "a run snapshot was found ...
-# delete the existing folder": meant for a new run reusing a name, wrong for a read.
-SNAPSHOT_LOGGER = "ray.train.v2._internal.execution.checkpoint.checkpoint_manager"
-
-
-@contextlib.contextmanager
-def _no_snapshot_notice():
-    def drop(record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("A run snapshot was found")
-
-    logger = logging.getLogger(SNAPSHOT_LOGGER)
-    logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        logger.removeFilter(drop)
 
 
 class ReportToTune(TuneReportCallback):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -27,6 +27,7 @@ FINISHED = "finished"  # ran all its epochs
 STOPPED = "stopped"  # stopped early by the scheduler (ASHA) or the time budget: still an ingredient
 DIVERGED = "diverged"  # training loss went non-finite: left out
 FAILED = "failed"  # raised (after its retries): left out
+RUNNING = "running"  # not ended yet (the sweep's trial runs while it trains)
 USABLE = (FINISHED, STOPPED)
 MANIFEST_SCHEMA = pa.schema([
     ("trial_id", pa.string()), ("status", pa.string()), ("reason", pa.string()),
@@ -47,6 +48,11 @@ class Ingredient:
     reason: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+def ended_status(epoch: float, planned: int) -> str:
+    """The status of a trial that ended without an error after `epoch` of its `planned` epochs."""
+    return FINISHED if epoch >= planned else STOPPED
 
 
 def write_manifest(uri: str, ingredients: list[Ingredient]) -> None:
@@ -81,13 +87,20 @@ def ingredient_of_run(run: Run) -> Ingredient:
                       metrics=dict(run.data.metrics))
 
 
-def ingredients_from_runs(client: MlflowClient, experiment_id: str, sweep_run_id: str) -> list[Ingredient]:
-    """The manifest rebuilt from the trial runs, for a sweep that stopped before writing it: each trial's
-    checkpoint is the last one its run recorded (the soup stage leaves out, and names, any that is gone)."""
+def recorded_checkpoint(run: Run) -> str:
+    """The last checkpoint a trial's run recorded (it may have been deleted since)."""
+    return run.data.tags.get(TAG_CHECKPOINT, "")
+
+
+def ingredients_from_runs(client: MlflowClient, experiment_id: str, sweep_run_id: str,
+                          checkpoint_of: Callable[[Run], str | None] = recorded_checkpoint) -> list[Ingredient]:
+    """The manifest rebuilt from the trial runs, each trial's checkpoint being `checkpoint_of(run)`: the
+    sweep gives the one Ray Train kept (sweep.manifest); for a sweep that stopped before writing it, the
+    last one its run recorded (the soup stage leaves out, and names, any that is gone)."""
     rows = []
     for run in trial_runs(client, experiment_id, sweep_run_id):
         row = ingredient_of_run(run)
-        row.checkpoint = run.data.tags.get(TAG_CHECKPOINT, "")
+        row.checkpoint = checkpoint_of(run) or ""
         if row.status not in (*USABLE, DIVERGED, FAILED):
             row.reason = "had not ended when the sweep stopped (python -m sweep.run --resume finishes it)"
         elif row.status in USABLE and not row.checkpoint:

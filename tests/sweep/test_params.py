@@ -6,7 +6,7 @@ import json
 from mlflow.tracking import MlflowClient
 
 from sweep.config import SweepConfig
-from sweep.sweep_run import log_params
+from trainers.tracking import log_params
 
 
 def test_sweep_params_are_json_like_the_trials(tmp_path):
