@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -16,6 +15,7 @@ from soup.methods.options import SoupOptions
 from trainers.config import Section, TrainConfig, allowed_keys, fixes_shared_init, flatten
 from trainers.presets import PRESETS, merge
 from trainers.tracking import MlflowConfig
+from trainers.uris import absolute
 
 
 class Domain(Section):
@@ -164,7 +164,7 @@ class SweepConfig(TrainConfig):
     @field_validator("storage_path")
     @classmethod
     def _storage_absolute(cls, path: str) -> str:
-        return path if "://" in path else str(Path(path).expanduser().resolve())
+        return absolute(path)
 
     @model_validator(mode="after")
     def _anytime_features_need_it(self) -> "SweepConfig":

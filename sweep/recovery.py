@@ -25,7 +25,7 @@ from sweep.tracking import REPORTED
 from sweep.train_storage import checkpoint_uri, final_checkpoint, remove_unkept_checkpoints, train_run_prefix
 from trainers import metrics as M
 from trainers.checkpoint import read_meta
-from trainers.uris import pyarrow_uri
+from trainers.uris import absolute
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def remove_orphan_checkpoints(storage: str, experiment: str) -> list[str]:
     """Delete the checkpoint folders of the sweep's Train runs that Ray Train's snapshot does not keep
     (written by workers of a killed driver after their controller died, or left half-uploaded): Train
     would have deleted them (num_to_keep) or never registered them. Returns the folders deleted."""
-    fs, root = pafs.FileSystem.from_uri(pyarrow_uri(storage))
+    fs, root = pafs.FileSystem.from_uri(absolute(storage))
     removed = []
     for run in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
         if run.type == pafs.FileType.Directory and run.base_name.startswith(train_run_prefix(experiment)):

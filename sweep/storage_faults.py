@@ -19,6 +19,7 @@ import pyarrow.fs as pafs
 from ray.train import ControllerError, TrainingFailedError, WorkerGroupError
 
 from trainers.errors import UserError
+from trainers.uris import absolute
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,7 +33,7 @@ class StorageUnwritable(UserError):
 def probe_write(storage: str) -> str | None:
     """Write and delete a small file under `storage`; returns the error, or None when it worked."""
     try:
-        fs, path = pafs.FileSystem.from_uri(storage if "://" in storage else f"file://{storage}")
+        fs, path = pafs.FileSystem.from_uri(absolute(storage))
         fs.create_dir(path, recursive=True)
         probe = f"{path}/.soupsweep-probe-{uuid.uuid4().hex[:8]}"
         with fs.open_output_stream(probe) as stream:

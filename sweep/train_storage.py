@@ -10,7 +10,7 @@ import posixpath
 import pyarrow.fs as pafs
 import ray.train
 
-from trainers.uris import pyarrow_uri
+from trainers.uris import absolute, has_scheme
 
 log = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train's checkpoint folders: checkpoint_<time>
@@ -34,7 +34,7 @@ def train_run_folder(storage: str, experiment: str, trial_id: str) -> str:
 
 def checkpoint_uri(storage_path: str, path: str) -> str:
     """A checkpoint's URI: Ray gives filesystem paths, without the storage's scheme (s3://, gs://)."""
-    return storage_path.split("://")[0] + "://" + path if "://" in storage_path else path
+    return storage_path.split("://")[0] + "://" + path if has_scheme(storage_path) else path
 
 
 def train_result(run_folder: str) -> ray.train.Result | None:
@@ -74,7 +74,7 @@ def remove_unkept_checkpoints(run_folder: str) -> list[str]:
     """Delete the checkpoint folders of a Train run (a URI) that its snapshot does not keep: uploaded
     but never registered (the controller died, or its own write failed), or left for num_to_keep to
     delete. A run whose snapshot cannot be read is left alone. Returns the URIs deleted."""
-    fs, path = pafs.FileSystem.from_uri(pyarrow_uri(run_folder))
+    fs, path = pafs.FileSystem.from_uri(absolute(run_folder))
     kept = kept_checkpoint_names(fs, path, run_folder)
     if kept is None:
         return []

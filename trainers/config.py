@@ -6,13 +6,13 @@ params are all serializations of this model; `tests/trainers/test_config.py` kee
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from trainers.config_files import apply_overrides, flatten  # noqa: F401 (imported from here too)
 from trainers.errors import UserError
+from trainers.uris import absolute
 
 CompileBackend = Literal["inductor", "aot_eager", "eager"]  # what model.compile may name besides true/false
 COMPILE_BACKENDS = get_args(CompileBackend)
@@ -163,9 +163,6 @@ class TrainConfig(Section):
     @classmethod
     def _data_paths_absolute(cls, data: DataConfig) -> DataConfig:
         # Tune runs trials in their own working directories: relative paths would break there.
-        def absolute(path: str) -> str:
-            return path if not path or "://" in path else str(Path(path).expanduser().resolve())
-
         return data.model_copy(update=dict(
             train=absolute(data.train), val=absolute(data.val), heldout=absolute(data.heldout),
             test=absolute(data.test), shift={k: absolute(v) for k, v in data.shift.items()},

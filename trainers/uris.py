@@ -15,6 +15,12 @@ def local_path(uri: str) -> Path:
     return Path(uri.removeprefix("file://"))
 
 
-def pyarrow_uri(uri: str) -> str:
-    """What pyarrow.fs.FileSystem.from_uri takes: URIs as they are, local paths made absolute."""
-    return uri if "://" in uri else str(Path(uri).resolve())
+def has_scheme(uri: str) -> bool:
+    """True for any URI (s3://, gs://, file://); False for a plain local path."""
+    return "://" in uri
+
+
+def absolute(uri: str) -> str:
+    """URIs as they are, local paths made absolute (`~` expanded); what pyarrow.fs.FileSystem.from_uri
+    takes, and what a config keeps (Tune runs trials in other working directories). "" stays ""."""
+    return uri if not uri or has_scheme(uri) else str(Path(uri).expanduser().resolve())

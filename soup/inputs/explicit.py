@@ -20,6 +20,7 @@ from trainers.config import TrainConfig, validate
 from trainers.data.store import read_classes
 from trainers.errors import UserError
 from trainers.model import state_checksum
+from trainers.uris import absolute, has_scheme
 
 
 @dataclass
@@ -38,13 +39,13 @@ def explicit_ingredients(patterns: list[str]) -> list[Ingredient]:
     """One ingredient per matched path, named by its file or directory name (its path if names clash)."""
     paths: list[str] = []
     for pattern in patterns:
-        matched = [pattern] if "://" in pattern else sorted(glob.glob(str(Path(pattern).expanduser())))
+        matched = [pattern] if has_scheme(pattern) else sorted(glob.glob(str(Path(pattern).expanduser())))
         if not matched:
             raise UserError(f"--ingredients {pattern!r} matches nothing; give checkpoint directories or weight "
                             "files (.safetensors, .pt, .pth, .bin), e.g. 'runs/*/checkpoint' or 'weights/*.pt'")
-        paths += [p if "://" in p else str(Path(p).resolve()) for p in matched]
+        paths += [absolute(p) for p in matched]
     paths = list(dict.fromkeys(paths))
-    names = [Path(p).name if Path(p).is_dir() or "://" in p else Path(p).stem for p in paths]
+    names = [Path(p).name if Path(p).is_dir() or has_scheme(p) else Path(p).stem for p in paths]
     if len(set(names)) < len(names):
         names = paths
     return [Ingredient(name, FINISHED, checkpoint=path) for name, path in zip(names, paths)]
@@ -89,6 +90,6 @@ def _config(inputs: ExplicitInputs, meta: dict | None) -> TrainConfig:
 def _meta_of(path: str) -> dict | None:
     """meta.json of a checkpoint directory (local or URI), or None for a weights file."""
     try:
-        return read_meta(path) if "://" in path or (Path(path) / META).is_file() else None
+        return read_meta(path) if has_scheme(path) or (Path(path) / META).is_file() else None
     except (OSError, ValueError):
         return None

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from soup.inputs.records import TAG_REASON, TAG_STATUS, TAG_TRIAL_ID, trial_runs
 from trainers.tracking import TAG_CHECKPOINT
 from trainers.config import TrainConfig
-from trainers.uris import pyarrow_uri
+from trainers.uris import absolute
 
 FINISHED = "finished"  # ran all its epochs
 STOPPED = "stopped"  # stopped early by the scheduler (ASHA) or the time budget: still an ingredient
@@ -58,7 +58,7 @@ def ended_status(epoch: float, planned: int) -> str:
 def write_manifest(uri: str, ingredients: list[Ingredient]) -> None:
     rows = [{**asdict(i), "config": json.dumps(i.config), "metrics": json.dumps(i.metrics)} for i in ingredients]
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-    fs, path = pafs.FileSystem.from_uri(pyarrow_uri(uri))
+    fs, path = pafs.FileSystem.from_uri(absolute(uri))
     fs.create_dir(str(Path(path).parent), recursive=True)
     tmp = f"{path}.tmp"
     pq.write_table(table, tmp, filesystem=fs)
@@ -66,7 +66,7 @@ def write_manifest(uri: str, ingredients: list[Ingredient]) -> None:
 
 
 def read_manifest(uri: str) -> list[Ingredient]:
-    fs, path = pafs.FileSystem.from_uri(pyarrow_uri(uri))
+    fs, path = pafs.FileSystem.from_uri(absolute(uri))
     rows = pq.read_table(path, filesystem=fs).to_pylist()
     return [Ingredient(**{**row, "config": json.loads(row["config"]), "metrics": json.loads(row["metrics"])})
             for row in rows]
@@ -74,7 +74,7 @@ def read_manifest(uri: str) -> list[Ingredient]:
 
 
 def manifest_exists(uri: str) -> bool:
-    fs, path = pafs.FileSystem.from_uri(pyarrow_uri(uri))
+    fs, path = pafs.FileSystem.from_uri(absolute(uri))
     return fs.get_file_info(path).type == pafs.FileType.File
 
 

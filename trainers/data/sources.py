@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from trainers.data.store import resolve
 from trainers.errors import UserError
+from trainers.uris import has_scheme
 
 SPLITS = ("train", "val", "heldout", "test")
 CARVED = ("val", "heldout", "test")  # carved out of train when not given
@@ -118,7 +119,7 @@ def scan_manifest(filesystem: pafs.FileSystem, path: str, src: str) -> Scan:
 
 def _source(filesystem: pafs.FileSystem, base: str, path: str) -> str:
     """A manifest entry as a path inside the manifest's filesystem (relative paths: beside the manifest)."""
-    if "://" in path:
+    if has_scheme(path):
         other, inner = pafs.FileSystem.from_uri(path)
         if other.type_name != filesystem.type_name:
             raise UserError(f"manifest entry {path}: images must live on the manifest's filesystem "

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from trainers.errors import UserError
+from trainers.uris import absolute, has_scheme
 
 STORE_FORMAT = "soupsweep-store/1"
 CLASSES_KEY = b"soupsweep.classes"
@@ -48,8 +49,8 @@ def resolve(path: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem and the path inside it, for a local path or a pyarrow.fs URI."""
     if not path:
         raise UserError("data: a split path is empty; set data.train, data.val, data.heldout and data.test")
-    if "://" not in path:
-        return pafs.LocalFileSystem(), str(Path(path).expanduser().resolve())
+    if not has_scheme(path):
+        return pafs.LocalFileSystem(), absolute(path)
     try:
         return pafs.FileSystem.from_uri(path)
     except (pa.ArrowInvalid, OSError) as err:
