@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from soup.methods.spec import DEFAULT_METHODS, METHODS, PARAMS, SOUP_METHODS
+from soup.methods.spec import DEFAULT_METHODS, METHODS, PARAMS, SOUP_METHODS, unknown_methods
 from soup.inputs.screening import DEFAULT_OUTLIER_Z
 from trainers.config import Section
 from trainers.errors import UserError
@@ -41,9 +41,8 @@ class StageOptions(Section):
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, methods: list[str]) -> list[str]:
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown or not methods:
-            raise ValueError(f"unknown soup methods {unknown or 'empty list'}; choose from {list(METHODS)}")
+        if problem := unknown_methods(methods):
+            raise ValueError(problem)
         return methods
 
     @field_validator("eval_workers")

@@ -112,10 +112,16 @@ def order_problems(methods: dict[str, MethodSpec]) -> list[str]:
 
 
 
+def unknown_methods(names: list[str]) -> str | None:
+    """What is wrong with a list of soup method names (unknown ones, or none), if anything."""
+    unknown = [n for n in names if n not in METHODS]
+    return f"unknown soup methods {unknown or 'empty list'}; choose from {list(METHODS)}" if unknown or not names \
+        else None
+
+
 def parse_methods(spec: str | list[str]) -> list[str]:
     """'greedy,uniform' or a list -> validated method names, in registry order."""
     names = [n.strip() for n in spec.split(",") if n.strip()] if isinstance(spec, str) else list(spec)
-    unknown = [n for n in names if n not in METHODS]
-    if unknown or not names:
-        raise UserError(f"soup methods: unknown {unknown or 'empty list'}; choose from {list(METHODS)}")
+    if problem := unknown_methods(names):
+        raise UserError(problem)
     return [n for n in METHODS if n in names]

@@ -90,7 +90,7 @@ def test_no_usable_ingredient_is_a_user_error(soup_inputs, tmp_path):
 
 def test_parse_methods():
     assert parse_methods("ensemble,greedy") == ["greedy", "ensemble"]
-    with pytest.raises(UserError, match="unknown \\['soupy'\\]"):
+    with pytest.raises(UserError, match="unknown soup methods \\['soupy'\\]"):
         parse_methods("greedy,soupy")
 
 
