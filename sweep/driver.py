@@ -36,10 +36,11 @@ from sweep.tracking import TAG_OFFER_ORDER, TrialRuns, close_interrupted_trials
 from sweep.train_storage import final_checkpoint
 from sweep.trial import TrialSpec, run_trial, train_env
 from trainers.architectures import check_model_name
-from trainers.base import check_pretrained_weights, default_device, write_base_checkpoint
+from trainers.base import check_pretrained_weights, write_base_checkpoint
 from trainers.baselines import training_free_baselines
 from trainers.checkpoint import upload_checkpoint
 from trainers.data.store import check_dataset
+from trainers.device import resolve_device
 from trainers.errors import UserError
 from trainers.uris import is_remote, local_path
 
@@ -213,7 +214,7 @@ def write_baselines(cfg: SweepConfig) -> Callable[[Path], None]:
     """Writes the training-free baselines into the base directory being written (digested with it)."""
     def write(directory: Path) -> None:
         log.info("computing the training-free baselines (zero-shot, Tip-Adapter) once for the sweep")
-        training_free_baselines(cfg.train_config(), default_device(), cfg.baselines.tip_shots).save(directory)
+        training_free_baselines(cfg.train_config(), resolve_device("auto"), cfg.baselines.tip_shots).save(directory)
     return write
 
 

@@ -40,7 +40,7 @@ def write_base_checkpoint(cfg: TrainConfig, directory: str | Path, device: torch
     check_pretrained_weights(cfg.model)
     model, clip = pretrained_start(cfg, classes)
     if cfg.method.init == "lp":
-        linear_probe_head(cfg, model, device or default_device())
+        linear_probe_head(cfg, model, device or resolve_device("auto"))
     state = model.state_dict()
     checksum = state_checksum(state)
     meta = {"config": cfg.model_dump(mode="json"), "base_checksum": checksum, "classes": classes,
@@ -108,10 +108,6 @@ def seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
-
-
-def default_device() -> torch.device:
-    return resolve_device("auto")
 
 
 def linear_probe_head(cfg: TrainConfig, model: ImageClassifier, device: torch.device) -> None:
