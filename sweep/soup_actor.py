@@ -17,10 +17,10 @@ from ray import tune
 
 from soup.methods.anytime import AnytimeSoup
 from soup.inputs.base import base_from_checkpoint
+from trainers import metrics as M
 from trainers.device import resolve_device
 
 log = logging.getLogger(__name__)
-SOUP_GAIN = "soup/gain"
 OFFERED = "soup/offered"  # 1 in a trial's soup result (its last), 0 when it had nothing to offer
 REPORT_KEYS = {"accepted": "soup/accepted", "soup_heldout": "soup/heldout", "soup_size": "soup/size",
                "order": "soup/order", "improved": "soup/improved", "ingredient_heldout": "soup/ingredient_heldout",
@@ -65,9 +65,9 @@ def offer_to_soup(experiment: str, trial_id: str, checkpoint: str | None, comple
     """Called by a trial after training: offer a complete run's final checkpoint to the anytime soup;
     returns the values of the trial's soup result."""
     if not (checkpoint and complete):
-        return {OFFERED: 0.0, SOUP_GAIN: 0.0}
+        return {OFFERED: 0.0, M.SOUP_GAIN: 0.0}
     offer = ray.get(ray.get_actor(actor_name(experiment)).offer.remote(trial_id, checkpoint))
-    values: dict[str, float | str] = {OFFERED: 1.0, SOUP_GAIN: float(offer["gain"])}
+    values: dict[str, float | str] = {OFFERED: 1.0, M.SOUP_GAIN: float(offer["gain"])}
     values.update({key: float(offer[field]) for field, key in REPORT_KEYS.items()})
     values.update({MEMBERS: ",".join(offer["members"]), BEST_SINGLE: offer["best_single"]})
     return values

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # every trial's process imports this module (resolve_override
 
 # What the search algorithm maximises (search.objective). ASHA always stops on val/top1; each sets
 # its own metric, so Tune's own `metric` stays unset and no result needs keys it does not carry.
-OBJECTIVES = {"val_top1": M.VAL_TOP1, "soup_gain": "soup/gain"}  # sweep.soup_actor.SOUP_GAIN
+OBJECTIVES = {"val_top1": M.VAL_TOP1, "soup_gain": M.SOUP_GAIN}
 MODE = "max"
 # off_or_uniform is two Tune parameters, so that every search algorithm (Optuna too) can learn it.
 ON, VALUE = "#on", "#value"

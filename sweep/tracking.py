@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from soup.inputs.manifest import DIVERGED, FAILED, FINISHED, RUNNING, STOPPED, ended_status
-from sweep.soup_actor import BEST_SINGLE, MEMBERS, OFFERED, REPORT_KEYS, SOUP_GAIN
+from sweep.soup_actor import BEST_SINGLE, MEMBERS, OFFERED, REPORT_KEYS
 from sweep.queued_writes import QueuedWrites, log_table_once
 from sweep.space import resolve_overrides
 from sweep.per_class import PER_CLASS_TABLE, kept_or_reported, kept_per_class_table, per_class_table
@@ -210,13 +210,13 @@ class TrialRuns(tune.Callback):
         """The trial's soup gain on its run; the soup's state right after its offer on the sweep run
         (both from the trial's soup result: see sweep.soup_actor.offer_to_soup)."""
         now = int(time.time() * 1000)
-        metrics = [Metric(SOUP_GAIN, float(result[SOUP_GAIN]), now, 0)] + [
+        metrics = [Metric(M.SOUP_GAIN, float(result[M.SOUP_GAIN]), now, 0)] + [
             Metric(k, float(v), now, 0) for k, v in result.items() if k.startswith(M.TIMELINE)]  # fit_end
         if not result[OFFERED] or self.anytime_experiment is None:
             self.client.log_batch(record.run_id, metrics=metrics)
             return
         order = int(result[REPORT_KEYS["order"]])
-        metrics.append(Metric("soup/accepted", float(result[REPORT_KEYS["accepted"]]), now, 0))
+        metrics.append(Metric(REPORT_KEYS["accepted"], float(result[REPORT_KEYS["accepted"]]), now, 0))
         self.client.log_batch(record.run_id, metrics=metrics)
         self.client.set_tag(record.run_id, TAG_OFFER_ORDER, str(order))
         values = {name: float(result[REPORT_KEYS[field]]) for name, field in (

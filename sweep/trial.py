@@ -95,11 +95,7 @@ def train_worker(payload: dict[str, Any]) -> None:
 
 def soup_gain_default(objective: str) -> dict[str, float]:
     """The soup gain before the trial was offered, in every result when the searcher reads it."""
-    if objective != "soup_gain":
-        return {}
-    from sweep.soup_actor import SOUP_GAIN
-
-    return {SOUP_GAIN: 0.0}
+    return {M.SOUP_GAIN: 0.0} if objective == "soup_gain" else {}
 
 
 def soup_result(spec: TrialSpec, trial_id: str, cfg: TrainConfig, result) -> dict[str, float | str]:

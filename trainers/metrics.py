@@ -15,6 +15,7 @@ LR = "lr"
 TRAIN_LOSS = "train/loss"
 VAL_LOSS = "val/loss"
 VAL_TOP1 = "val/top1"
+SOUP_GAIN = "soup/gain"  # a trial's held-out gain to the anytime soup (sweep.soup_actor; search.objective)
 DIVERGED = "diverged"  # 1.0 in the last report of a run whose training loss went non-finite
 TIMELINE = "timeline/"  # prefix of a trial's phase stamps (time.time()), metrics of its MLflow run
 
