@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     uri = absolute_sqlite(args.tracking_uri)
     try:
         options = soup_options(args)
-        check_tracking_uri(uri)
+        check_tracking_uri(uri, existing=not args.ingredients)  # --experiment reads a sweep's records
         if args.ingredients:
             result = soup_files(uri, explicit_inputs(args), validate(SoupOptions, options, "soup"),
                                 args.experiment or DEFAULT_EXPERIMENT)

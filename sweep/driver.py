@@ -20,7 +20,7 @@ from soup.inputs.manifest import Ingredient, write_manifest
 from soup.pipeline import SoupRun, soup_experiment
 from soup.inputs.records import (TAG_BASE, TAG_BASE_CHECKSUM, TAG_MANIFEST, TAG_STORAGE, TAG_TRIAL_ID,
                                  check_tracking_uri, find_experiment, require_sweep_run, trial_runs)
-from sweep.cluster import check_storage_writable, connect_ray, trial_concurrency
+from sweep.cluster import check_local_storage, check_storage_writable, connect_ray, trial_concurrency
 from sweep.soup_actor import SoupPlateau, start_anytime_actor, stop_reason
 from sweep.config import SweepConfig
 from sweep.console import log_file, say, sweep_console
@@ -85,6 +85,7 @@ def run_sweep(cfg: SweepConfig, verbose: bool = False) -> SweepOutcome:
     check_tracking_uri(cfg.mlflow.tracking_uri)
     check_model_name(cfg.model.name)  # open_clip can build it here (hf-hub: fetched, transformers there)
     check_pretrained_weights(cfg.model)
+    check_local_storage(cfg.storage_path)
     name = cfg.experiment_name()
     paths = SweepPaths(cfg.storage_path, name)
     client = MlflowClient(cfg.mlflow.tracking_uri)
@@ -120,7 +121,7 @@ def run_sweep(cfg: SweepConfig, verbose: bool = False) -> SweepOutcome:
 def resume_sweep(tracking_uri: str, experiment: str, verbose: bool = False) -> SweepOutcome:
     """Continue a sweep whose driver died: same Tune experiment, same MLflow runs; finished trials
     are not trained again, interrupted ones resume from their last checkpoint."""
-    check_tracking_uri(tracking_uri)
+    check_tracking_uri(tracking_uri, existing=True)
     client = MlflowClient(tracking_uri)
     found = find_experiment(client, experiment)
     sweep_run = require_sweep_run(client, found)

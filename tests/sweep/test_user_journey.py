@@ -1,0 +1,63 @@
+"""Mistakes a new user made fine-tuning on their own images (a folder per class, built into a store):
+each stops the command with one line saying what is wrong and how to fix it, exit code 2, and
+creates nothing (no MLflow database, no storage folder, no log file)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from soup import greedy
+from sweep import run
+from tests.conftest import tiny_sweep_tree
+from tests.sweep.test_user_errors import one_line_error, write_config
+from tests.trainers.images import image_folder
+from trainers.data.build import BuildOptions, build_store
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    """A store built from an ImageFolder tree, as README's "Bring your images" says."""
+    root = tmp_path_factory.mktemp("photos")
+    image_folder(root / "src", {"cat": 6, "hot dog": 6})
+    build_store(str(root / "src"), str(root / "store"), BuildOptions(size=12, carve=0.2))
+    return root / "store"
+
+
+def splits(store: Path) -> dict[str, str]:
+    """The data section trainers.data.build printed (test again as the shift set tiny_sweep_tree wants)."""
+    return {name: str(store / name) for name in ("train", "val", "heldout", "test")} | {"sketch": str(store / "test")}
+
+
+def created(folder: Path, before: set[str]) -> set[str]:
+    return {p.name for p in folder.iterdir()} - before
+
+
+def test_a_data_path_that_is_the_store_itself_names_its_splits(capsys, store, tmp_path):
+    config = write_config(tmp_path, tiny_sweep_tree({**splits(store), "train": str(store)}, tmp_path))
+    err = one_line_error(capsys, run.main(["--config", config]))
+    assert f"data: {store} is a whole store, not one split" in err  # it said "build a store" before
+    assert f"train: {store}/train" in err and f"test: {store}/test" in err
+    assert created(tmp_path, set()) == {"sweep.yaml"}
+
+
+@pytest.mark.parametrize("storage", ["a-file", "a-file/sub"])
+def test_a_storage_path_that_is_a_file_stops_before_anything_is_created(capsys, store, tmp_path, storage):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("the user's notes")
+    config = write_config(tmp_path, tiny_sweep_tree(splits(store), tmp_path, storage_path=str(tmp_path / storage)))
+    err = one_line_error(capsys, run.main(["--config", config]))
+    assert f"storage_path {tmp_path / storage}: {blocker} is a file; set storage_path to a new folder" in err
+    # before: Ray and MLflow started first, leaving mlflow.db and a console log here
+    assert created(tmp_path, set()) == {"sweep.yaml", "a-file"}
+    assert blocker.read_text() == "the user's notes"
+
+
+@pytest.mark.parametrize("command", [["soup.greedy", "--experiment", "journey-pets"], ["--resume", "journey-pets"]])
+def test_reading_a_sweep_from_a_sqlite_file_that_is_not_there_creates_none(capsys, tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    missing = tmp_path / "typo" / "mlflow.db"
+    main = greedy.main if command[0] == "soup.greedy" else run.main
+    err = one_line_error(capsys, main([*command[command[0] == "soup.greedy":], "--tracking-uri", f"sqlite:///{missing}"]))
+    assert f"there is no database at {missing}; pass the --tracking-uri the sweep printed" in err
+    assert not (tmp_path / "typo").exists()  # MLflow made the folder and an empty database there before
