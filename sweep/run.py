@@ -66,10 +66,10 @@ def load_config(path: str | None, sets: list[str], cluster: str | None = None, s
                         "or with --set search.seed=N --set seed=N")
     else:
         tree = read_config_file(path)
-    overrides = parse_sets(sets)
+    overrides = given = parse_sets(sets)
     if cluster is not None:
-        overrides = {**load_profile(cluster, skip=overrides), **overrides}
-    return validate(SweepConfig, apply_overrides(tree, overrides), source=path or "demo config")
+        overrides = {**load_profile(cluster, skip=given), **given}
+    return validate(SweepConfig, apply_overrides(tree, overrides), source=path or "demo config", overrides=given)
 
 
 def main(argv: list[str] | None = None) -> int:

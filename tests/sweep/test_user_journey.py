@@ -61,3 +61,14 @@ def test_reading_a_sweep_from_a_sqlite_file_that_is_not_there_creates_none(capsy
     err = one_line_error(capsys, main([*command[command[0] == "soup.greedy":], "--tracking-uri", f"sqlite:///{missing}"]))
     assert f"there is no database at {missing}; pass the --tracking-uri the sweep printed" in err
     assert not (tmp_path / "typo").exists()  # MLflow made the folder and an empty database there before
+
+
+def test_a_mistake_in_a_set_override_is_blamed_on_set_not_on_the_file(capsys, store, tmp_path):
+    tree = tiny_sweep_tree(splits(store), tmp_path)
+    config = write_config(tmp_path, tree)
+    err = one_line_error(capsys, run.main(["--config", config, "--set", "optim.lrr=1e-5"]))
+    assert err.startswith("error: --set optim.lrr: unknown key")  # it said "<config>: optim.lrr", not in the file
+    tree["optim"]["epoch"] = 1
+    config = write_config(tmp_path, tree)
+    err = one_line_error(capsys, run.main(["--config", config, "--set", "optim.lr=abc"]))
+    assert err.startswith(f"error: {config}: optim.epoch: unknown key") and "; --set optim.lr: Input should be" in err
