@@ -6,13 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from soup import greedy
 from sweep import run
 from tests.conftest import tiny_sweep_tree
 from tests.sweep.test_user_errors import one_line_error, write_config
 from tests.trainers.images import image_folder
+from trainers.config import DataConfig
+from trainers.data import build
 from trainers.data.build import BuildOptions, build_store
+from trainers.data.store import check_dataset
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +76,15 @@ def test_a_mistake_in_a_set_override_is_blamed_on_set_not_on_the_file(capsys, st
     config = write_config(tmp_path, tree)
     err = one_line_error(capsys, run.main(["--config", config, "--set", "optim.lr=abc"]))
     assert err.startswith(f"error: {config}: optim.epoch: unknown key") and "; --set optim.lr: Input should be" in err
+
+
+def test_the_printed_data_section_works_from_another_directory(capsys, tmp_path, monkeypatch):
+    for split in ("train", "shift/night #2"):  # a shift set whose name YAML would read as a comment
+        image_folder(tmp_path / "src" / split, {"cat": 6, "hot dog": 6})
+    monkeypatch.chdir(tmp_path)
+    assert build.main(["--src", "src", "--out", "my store: v1", "--size", "10", "--workers", "1"]) == 0
+    printed = capsys.readouterr().out.split("data section for your sweep config:\n")[1]
+    data = yaml.safe_load(printed)["data"]  # it printed `train: my store: v1/train`, not YAML, and relative
+    assert data["shift"] == {"night #2": f"{tmp_path}/my store: v1/shift/night #2"}
+    monkeypatch.chdir(tmp_path / "src")  # the sweep runs from elsewhere
+    assert check_dataset(DataConfig.model_validate(data)) == ["cat", "hot dog"]
