@@ -29,7 +29,7 @@ from sweep.manifest import collect_ingredients, final_checkpoint
 from sweep.recovery import backfill_checkpoint_epochs, remove_orphan_checkpoints
 from sweep.storage_faults import retry_write
 from sweep.space import param_space, scheduler, search_algorithm
-from sweep.sweep_run import open_sweep_run, require_new_sweep
+from sweep.sweep_run import open_sweep_run, require_new_sweep, require_unused_storage
 from sweep.tracking import TAG_OFFER_ORDER, TrialRuns, close_interrupted_trials
 from sweep.trial import train_run_name
 from sweep.trial import TrialSpec, run_trial, train_env
@@ -88,6 +88,7 @@ def run_sweep(cfg: SweepConfig, verbose: bool = False) -> SweepOutcome:
     check_local_storage(cfg.storage_path)
     name = cfg.experiment_name()
     paths = SweepPaths(cfg.storage_path, name)
+    require_unused_storage(cfg.storage_path, name, paths.tune_dir, paths.manifest)
     client = MlflowClient(cfg.mlflow.tracking_uri)
     require_new_sweep(client, name)
     with sweep_console(log_file(paths.sidecar, name), verbose), connect_ray() as local_cluster:

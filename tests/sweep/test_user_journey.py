@@ -9,7 +9,9 @@ import pytest
 import yaml
 
 from soup import greedy
+from soup.inputs.manifest import FINISHED, Ingredient, write_manifest
 from sweep import run
+from sweep.driver import run_sweep
 from tests.conftest import tiny_sweep_tree
 from tests.sweep.test_user_errors import one_line_error, write_config
 from tests.trainers.images import image_folder
@@ -17,6 +19,7 @@ from trainers.config import DataConfig
 from trainers.data import build
 from trainers.data.build import BuildOptions, build_store
 from trainers.data.store import check_dataset
+from trainers.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +91,29 @@ def test_the_printed_data_section_works_from_another_directory(capsys, tmp_path,
     assert data["shift"] == {"night #2": f"{tmp_path}/my store: v1/shift/night #2"}
     monkeypatch.chdir(tmp_path / "src")  # the sweep runs from elsewhere
     assert check_dataset(DataConfig.model_validate(data)) == ["cat", "hot dog"]
+
+
+def test_a_sweep_name_already_in_the_storage_folder_is_refused(capsys, store, tmp_path):
+    """The user deleted mlflow.db to start afresh, or gave another tracking URI, and kept storage_path."""
+    tree = tiny_sweep_tree(splits(store), tmp_path)
+    manifest = tmp_path / "storage" / "tiny-sweep-soupsweep" / "ingredients.parquet"
+    manifest.parent.mkdir(parents=True)
+    write_manifest(str(manifest), [Ingredient("t0", FINISHED)])
+    before = manifest.read_bytes()
+    err = one_line_error(capsys, run.main(["--config", write_config(tmp_path, tree)]))
+    assert f"storage_path {tmp_path / 'storage'} already holds a sweep named 'tiny-sweep'" in err
+    assert "--resume tiny-sweep" in err
+    assert manifest.read_bytes() == before and created(tmp_path, set()) == {"sweep.yaml", "storage"}
+
+
+@pytest.mark.slow
+def test_a_finished_sweep_is_not_overwritten_by_one_recorded_elsewhere(finished_sweep, tmp_path):
+    """Its Tune folder is found (before: the new sweep overwrote its base and manifest, mixed its trials)."""
+    cfg, outcome = finished_sweep
+    storage = Path(cfg.storage_path)
+    before = {p: p.stat().st_mtime_ns for p in storage.rglob("*") if p.is_file()}
+    again = cfg.model_copy(update={"mlflow": cfg.mlflow.model_copy(update={"tracking_uri": f"sqlite:///{tmp_path / 'new.db'}"})})
+    with pytest.raises(UserError, match=f"storage_path {storage} already holds a sweep named '{outcome.experiment}'"):
+        run_sweep(again)
+    assert {p: p.stat().st_mtime_ns for p in storage.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "new.db").exists()
