@@ -20,6 +20,7 @@ from soup.methods.options import SoupOptions
 from soup.methods.spec import DEFAULT_METHODS, METHODS, PARAMS, SOUP_METHODS, parse_methods
 from soup.pipeline import DEFAULT_EXPERIMENT, soup_experiment, soup_files
 from soup.inputs.records import check_tracking_uri
+from soup.outputs.open_clip_export import export_line
 from soup.outputs.report import format_spread, format_table
 from soup.outputs.soup_run import ui_url
 from trainers.config import validate
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         print(spread)
     print(f"\nsoup run {result.run_id} logged in experiment {result.experiment_id} at {args.tracking_uri}\n"
           f"  {ui_url(uri, result.experiment_id)}")
+    if args.export_open_clip:
+        print(export_line(args.export_open_clip, args.register_method or "greedy"))
     return 0
 
 

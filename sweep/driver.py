@@ -22,7 +22,7 @@ from soup.inputs.records import (TAG_BASE, TAG_BASE_CHECKSUM, TAG_MANIFEST, TAG_
                                  check_tracking_uri, find_experiment, require_sweep_run, trial_runs)
 from sweep.cluster import check_local_storage, check_storage_writable, connect_ray, trial_concurrency
 from sweep.soup_actor import SoupPlateau, start_anytime_actor, stop_reason
-from sweep.config import SweepConfig
+from sweep.config import SoupSection, SweepConfig
 from sweep.console import log_file, say, sweep_console
 from sweep.trial_events import TrialConsole
 from sweep.manifest import collect_ingredients, final_checkpoint
@@ -76,6 +76,7 @@ class SweepOutcome:
     sweep_run_id: str
     ingredients: list[Ingredient]
     soup: SoupRun
+    soup_options: SoupSection  # the config's soup section: what the summary says was exported
 
 
 def run_sweep(cfg: SweepConfig, verbose: bool = False) -> SweepOutcome:
@@ -168,7 +169,7 @@ def finish(cfg: SweepConfig, client: MlflowClient, experiment_id: str, sweep_run
         client.set_terminated(sweep_run_id, "FAILED")
         raise
     client.set_terminated(sweep_run_id, "FINISHED")
-    return SweepOutcome(paths.name, cfg.mlflow.tracking_uri, experiment_id, sweep_run_id, ingredients, soup)
+    return SweepOutcome(paths.name, cfg.mlflow.tracking_uri, experiment_id, sweep_run_id, ingredients, soup, cfg.soup)
 
 
 def soup_options(cfg: SweepConfig, anytime_summary: dict | None) -> dict:

@@ -18,6 +18,7 @@ import sys
 import yaml
 
 from soup.inputs.records import absolute_sqlite
+from soup.outputs.open_clip_export import export_line
 from soup.outputs.report import format_spread, format_table
 from soup.outputs.soup_run import ui_url
 from sweep.config import SweepConfig
@@ -106,6 +107,8 @@ def print_summary(outcome: SweepOutcome) -> None:
           + f"  {ui_url(uri, outcome.experiment_id)}\n"
           f"redo the soup stage with:\n"
           f"  python -m soup.greedy --experiment {outcome.experiment} --tracking-uri {uri}")
+    if outcome.soup_options.export_open_clip:
+        print(export_line(outcome.soup_options.export_open_clip, outcome.soup_options.register_method))
 
 
 if __name__ == "__main__":

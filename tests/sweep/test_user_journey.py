@@ -3,6 +3,7 @@ each stops the command with one line saying what is wrong and how to fix it, exi
 creates nothing (no MLflow database, no storage folder, no log file)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,12 @@ def test_a_finished_sweep_is_not_overwritten_by_one_recorded_elsewhere(finished_
         run_sweep(again)
     assert {p: p.stat().st_mtime_ns for p in storage.rglob("*") if p.is_file()} == before
     assert not (tmp_path / "new.db").exists()
+
+
+@pytest.mark.slow
+def test_the_sweep_summary_says_where_the_exported_model_is(finished_sweep, capsys):
+    _, outcome = finished_sweep
+    options = outcome.soup_options.model_copy(update={"export_open_clip": "exported", "register_method": "uniform"})
+    run.print_summary(dataclasses.replace(outcome, soup_options=options))
+    out = capsys.readouterr().out
+    assert f"the uniform soup as an open_clip model: {Path('exported').resolve()}" in out
