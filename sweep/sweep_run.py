@@ -11,6 +11,7 @@ from ray import tune
 from soup.inputs.manifest import manifest_exists
 from soup.inputs.records import KIND_SWEEP, TAG_KIND, find_sweep_run
 from trainers.errors import UserError
+from trainers.uris import pyarrow_uri
 from trainers.tracking import MODEL_TRAINING, artifact_location, log_params
 
 
@@ -27,7 +28,7 @@ def require_unused_storage(storage: str, name: str, tune_dir: str, manifest: str
     """One storage folder holds one sweep of a name: a sweep run again under a name whose Tune folder or
     manifest is already in `storage` (its MLflow records elsewhere: another database, or a deleted one)
     would overwrite that sweep's base and manifest and mix its trials into the old Tune experiment."""
-    if tune.Tuner.can_restore(tune_dir) or manifest_exists(manifest):
+    if tune.Tuner.can_restore(pyarrow_uri(tune_dir)) or manifest_exists(manifest):
         raise UserError(f"storage_path {storage} already holds a sweep named {name!r} ({tune_dir}); a new sweep "
                         "would overwrite its files: choose another mlflow.experiment or storage_path, or continue "
                         f"it with --resume {name} --tracking-uri <the database it was recorded in>")

@@ -94,17 +94,22 @@ def test_the_printed_data_section_works_from_another_directory(capsys, tmp_path,
     assert check_dataset(DataConfig.model_validate(data)) == ["cat", "hot dog"]
 
 
-def test_a_sweep_name_already_in_the_storage_folder_is_refused(capsys, store, tmp_path):
+@pytest.mark.parametrize("storage", ["storage", None])  # None: the default, soupsweep-results in the working directory
+def test_a_sweep_name_already_in_the_storage_folder_is_refused(capsys, store, tmp_path, monkeypatch, storage):
     """The user deleted mlflow.db to start afresh, or gave another tracking URI, and kept storage_path."""
+    monkeypatch.chdir(tmp_path)
     tree = tiny_sweep_tree(splits(store), tmp_path)
-    manifest = tmp_path / "storage" / "tiny-sweep-soupsweep" / "ingredients.parquet"
+    if storage is None:
+        del tree["storage_path"]  # a relative default: Tune's can_restore raised ArrowInvalid on it
+    storage = storage or "soupsweep-results"
+    manifest = tmp_path / storage / "tiny-sweep-soupsweep" / "ingredients.parquet"
     manifest.parent.mkdir(parents=True)
     write_manifest(str(manifest), [Ingredient("t0", FINISHED)])
     before = manifest.read_bytes()
     err = one_line_error(capsys, run.main(["--config", write_config(tmp_path, tree)]))
-    assert f"storage_path {tmp_path / 'storage'} already holds a sweep named 'tiny-sweep'" in err
+    assert f"storage_path {tmp_path / storage} already holds a sweep named 'tiny-sweep'" in err
     assert "--resume tiny-sweep" in err
-    assert manifest.read_bytes() == before and created(tmp_path, set()) == {"sweep.yaml", "storage"}
+    assert manifest.read_bytes() == before and created(tmp_path, set()) == {"sweep.yaml", storage}
 
 
 @pytest.mark.slow
