@@ -18,6 +18,7 @@ from trainers.tracking import absolute_sqlite, check_tracking_uri, default_track
 from soup.methods.options import SoupOptions
 from soup.methods.spec import DEFAULT_METHODS, METHODS, PARAMS, SOUP_METHODS, parse_methods
 from soup.pipeline import DEFAULT_EXPERIMENT, soup_experiment, soup_files
+from soup.outputs.open_clip_export import export_line
 from soup.outputs.report import format_spread, format_table
 from trainers.config import validate
 from trainers.prompts import TEMPLATES
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     uri = absolute_sqlite(args.tracking_uri)
     try:
         options = soup_options(args)
-        check_tracking_uri(uri)
+        check_tracking_uri(uri, existing=not args.ingredients)  # --experiment reads a sweep's records
         if args.ingredients:
             result = soup_files(uri, explicit_inputs(args), validate(SoupOptions, options, "soup"),
                                 args.experiment or DEFAULT_EXPERIMENT)
@@ -115,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         print(spread)
     print(f"\nsoup run {result.run_id} logged in experiment {result.experiment_id} at {args.tracking_uri}\n"
           f"  {ui_url(uri, result.experiment_id)}")
+    if args.export_open_clip:
+        print(export_line(args.export_open_clip, args.register_method or "greedy"))
     return 0
 
 

@@ -12,6 +12,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sweep.config import SweepConfig
 from sweep.storage_faults import probe_write
 from trainers.errors import UserError
+from trainers.uris import is_remote, local_path, unwritable_folder
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,16 @@ def trial_concurrency(cfg: SweepConfig) -> int:
                             "search.max_concurrent_trials when an autoscaler will add the nodes")
         fits.append(math.floor(have[kind] / amount + 1e-9))
     return min([*fits, cfg.search.max_concurrent_trials or cfg.search.num_samples])
+
+
+def check_local_storage(storage: str) -> None:
+    """Before anything is created: a local storage_path is a folder we can write, or can be made as one
+    (a file there, or in its way, is a typo the probe below would only catch after MLflow and Ray started)."""
+    blocker = None if is_remote(storage) else unwritable_folder(local_path(storage))
+    if blocker is not None:
+        what = "a file" if blocker.is_file() else "a folder you cannot write"
+        raise UserError(f"storage_path {storage}: {blocker} is {what}; set storage_path to a new folder or "
+                        "one you can write (trial checkpoints go there)")
 
 
 def check_storage_writable(storage: str) -> None:

@@ -148,7 +148,8 @@ class SweepConfig(TrainConfig):
         None, description="start from a preset (merged under this config's own keys)")
     search: SearchConfig = Field(default_factory=SearchConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
-    storage_path: str = Field("soupsweep-results", description="Ray storage: local/NFS path, s3:// or gs://")
+    storage_path: str = Field("soupsweep-results", validate_default=True,  # the default made absolute too
+                              description="Ray storage: local/NFS path, s3:// or gs://")
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     soup: SoupSection = Field(default_factory=SoupSection)
     anytime: AnytimeConfig = Field(default_factory=AnytimeConfig)

@@ -22,16 +22,16 @@ from soup.pipeline import SoupRun, soup_experiment
 from soup.inputs.records import (TAG_BASE, TAG_BASE_CHECKSUM, TAG_MANIFEST, TAG_STORAGE, TAG_TRIAL_ID, find_experiment,
                                  require_sweep_run, trial_runs)
 from trainers.tracking import check_tracking_uri
-from sweep.cluster import check_storage_writable, connect_ray, trial_concurrency
+from sweep.cluster import check_local_storage, check_storage_writable, connect_ray, trial_concurrency
 from sweep.soup_actor import SoupPlateau, start_anytime_actor, stop_reason
-from sweep.config import SweepConfig
+from sweep.config import SoupSection, SweepConfig
 from sweep.console import log_file, say, sweep_console
 from sweep.trial_events import TrialConsole
 from sweep.manifest import collect_ingredients
 from sweep.recovery import backfill_checkpoint_epochs, remove_orphan_checkpoints
 from sweep.storage_faults import retry_write
 from sweep.space import param_space, scheduler, search_algorithm
-from sweep.sweep_run import open_sweep_run, require_new_sweep
+from sweep.sweep_run import open_sweep_run, require_new_sweep, require_unused_storage
 from sweep.tracking import TAG_OFFER_ORDER, TrialRuns, close_interrupted_trials
 from sweep.train_storage import final_checkpoint
 from sweep.trial import TrialSpec, run_trial, train_env
@@ -79,6 +79,7 @@ class SweepOutcome:
     sweep_run_id: str
     ingredients: list[Ingredient]
     soup: SoupRun
+    soup_options: SoupSection  # the config's soup section: what the summary says was exported
 
 
 def run_sweep(cfg: SweepConfig, verbose: bool = False) -> SweepOutcome:
@@ -88,8 +89,10 @@ def run_sweep(cfg: SweepConfig, verbose: bool = False) -> SweepOutcome:
     check_tracking_uri(cfg.mlflow.tracking_uri)
     check_model_name(cfg.model.name)  # open_clip can build it here (hf-hub: fetched, transformers there)
     check_pretrained_weights(cfg.model)
+    check_local_storage(cfg.storage_path)
     name = cfg.experiment_name()
     paths = SweepPaths(cfg.storage_path, name)
+    require_unused_storage(cfg.storage_path, name, paths.tune_dir, paths.manifest)
     client = MlflowClient(cfg.mlflow.tracking_uri)
     require_new_sweep(client, name)
     with sweep_console(log_file(paths.sidecar, name), verbose), connect_ray() as local_cluster:
@@ -123,7 +126,7 @@ def run_sweep(cfg: SweepConfig, verbose: bool = False) -> SweepOutcome:
 def resume_sweep(tracking_uri: str, experiment: str, verbose: bool = False) -> SweepOutcome:
     """Continue a sweep whose driver died: same Tune experiment, same MLflow runs; finished trials
     are not trained again, interrupted ones resume from their last checkpoint."""
-    check_tracking_uri(tracking_uri)
+    check_tracking_uri(tracking_uri, existing=True)
     client = MlflowClient(tracking_uri)
     found = find_experiment(client, experiment)
     sweep_run = require_sweep_run(client, found)
@@ -169,7 +172,7 @@ def finish(cfg: SweepConfig, client: MlflowClient, experiment_id: str, sweep_run
         client.set_terminated(sweep_run_id, "FAILED")
         raise
     client.set_terminated(sweep_run_id, "FINISHED")
-    return SweepOutcome(paths.name, cfg.mlflow.tracking_uri, experiment_id, sweep_run_id, ingredients, soup)
+    return SweepOutcome(paths.name, cfg.mlflow.tracking_uri, experiment_id, sweep_run_id, ingredients, soup, cfg.soup)
 
 
 def soup_options(cfg: SweepConfig, anytime_summary: dict | None) -> dict:

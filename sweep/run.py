@@ -17,6 +17,7 @@ import sys
 import yaml
 
 from trainers.tracking import absolute_sqlite, default_tracking_uri, ui_url
+from soup.outputs.open_clip_export import export_line
 from soup.outputs.report import format_spread, format_table
 from sweep.config import SweepConfig
 from trainers.architectures import quiet_open_clip
@@ -64,10 +65,10 @@ def load_config(path: str | None, sets: list[str], cluster: str | None = None, s
                         "or with --set search.seed=N --set seed=N")
     else:
         tree = read_config_file(path)
-    overrides = parse_sets(sets)
+    overrides = given = parse_sets(sets)
     if cluster is not None:
-        overrides = {**load_profile(cluster, skip=overrides), **overrides}
-    return validate(SweepConfig, apply_overrides(tree, overrides), source=path or "demo config")
+        overrides = {**load_profile(cluster, skip=given), **given}
+    return validate(SweepConfig, apply_overrides(tree, overrides), source=path or "demo config", overrides=given)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,6 +105,8 @@ def print_summary(outcome: SweepOutcome) -> None:
           + f"  {ui_url(uri, outcome.experiment_id)}\n"
           f"redo the soup stage with:\n"
           f"  python -m soup.greedy --experiment {outcome.experiment} --tracking-uri {uri}")
+    if outcome.soup_options.export_open_clip:
+        print(export_line(outcome.soup_options.export_open_clip, outcome.soup_options.register_method))
 
 
 if __name__ == "__main__":

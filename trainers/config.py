@@ -6,7 +6,7 @@ params are all serializations of this model; `tests/trainers/test_config.py` kee
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, get_args
+from typing import Any, Iterable, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -199,26 +199,34 @@ def _parse_param(text: str) -> Any:
         return text
 
 
-def validate(model_type: type[BaseModel], tree: dict[str, Any], source: str = "config") -> Any:
-    """Validate a dict as `model_type`, turning pydantic's report into one actionable line."""
+def validate(model_type: type[BaseModel], tree: dict[str, Any], source: str = "config",
+             overrides: Iterable[str] = ()) -> Any:
+    """Validate a dict as `model_type`, turning pydantic's report into one actionable line; `overrides`:
+    the dotted keys --set gave, so that a mistake in one is blamed on --set, not on the file."""
     try:
         return model_type.model_validate(tree)
     except ValidationError as err:
-        raise UserError(describe_validation_error(err, model_type, source)) from None
+        raise UserError(describe_validation_error(err, model_type, source, overrides)) from None
 
 
-def describe_validation_error(err: ValidationError, model_type: type[BaseModel], source: str) -> str:
-    problems = []
+def describe_validation_error(err: ValidationError, model_type: type[BaseModel], source: str,
+                              overrides: Iterable[str] = ()) -> str:
+    """One line: `<source>: <key>: <problem>; ...`, with `--set <key>` for a key an override set (the user
+    looks for the key where the message says it is)."""
+    problems, set_problems, keys = [], [], tuple(overrides)
     for item in err.errors():
         path = ".".join(str(p) for p in item["loc"])
+        from_set = bool(path) and any(path == key or path.startswith(key + ".") for key in keys)
         if item["type"] == "extra_forbidden":
             allowed = ", ".join(allowed_keys(model_type, item["loc"][:-1]))
-            problems.append(f"{path}: unknown key (allowed here: {allowed})")
+            problem = f"{path}: unknown key (allowed here: {allowed})"
         else:
             msg = item["msg"].removeprefix("Value error, ")
             got = "" if isinstance(item.get("input"), dict) else f" (got {item.get('input')!r})"
-            problems.append(f"{path}: {msg}{got}" if path else msg)
-    return f"{source}: " + "; ".join(problems)
+            problem = f"{path}: {msg}{got}" if path else msg
+        (set_problems if from_set else problems).append(problem)
+    return "; ".join(([f"{source}: " + "; ".join(problems)] if problems else [])
+                     + [f"--set {problem}" for problem in set_problems])
 
 
 def allowed_keys(model_type: type[BaseModel], parents: tuple) -> list[str]:

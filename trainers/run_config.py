@@ -54,8 +54,8 @@ def load_run_config(path: str, sets: list[str], tracking_uri: str | None = None)
     if tracking_uri is not None:
         overrides["mlflow.tracking_uri"] = tracking_uri
     tree = with_preset(apply_overrides(read_config_file(path), overrides), path)
-    train = validate(TrainConfig, {k: v for k, v in tree.items() if k not in SWEEP_ONLY}, source=path)
-    mlflow = validate(Tracking, {"mlflow": tree["mlflow"]}, source=path).mlflow if "mlflow" in tree else None
+    train = validate(TrainConfig, {k: v for k, v in tree.items() if k not in SWEEP_ONLY}, path, overrides)
+    mlflow = validate(Tracking, {"mlflow": tree["mlflow"]}, path, overrides).mlflow if "mlflow" in tree else None
     return RunConfig(train, mlflow, [k for k in SWEEP_ONLY if k in tree and k not in USED])
 
 

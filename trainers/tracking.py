@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from trainers.config import Section, param_text
 from trainers.errors import UserError
+from trainers.uris import unwritable_folder
 
 TAG_KIND = "soupsweep.kind"
 TAG_CHECKPOINT = "soupsweep.checkpoint"
@@ -96,11 +97,13 @@ def absolute_sqlite(uri: str) -> str:
     return uri
 
 
-def check_tracking_uri(uri: str, timeout_s: float = ANSWER_TIMEOUT_S) -> None:
+def check_tracking_uri(uri: str, timeout_s: float = ANSWER_TIMEOUT_S, existing: bool = False) -> None:
     """Before anything is created: a UserError (one line naming the URI) for a tracking URI MLflow would
     refuse with a traceback or retry for minutes: an unknown scheme, a server or database that does not
     answer within `timeout_s`, a file store MLflow 3 refuses, a sqlite file that cannot be created. A
-    sqlite URI is checked on disk only (nothing is created, nothing waits)."""
+    sqlite URI is checked on disk only (nothing is created, nothing waits); `existing`: the command only
+    reads what a sweep recorded, so a sqlite file that is not there is a wrong path (MLflow would create
+    an empty database there and then not find the experiment)."""
     try:
         _tracking_store_registry.get_store_builder(uri)  # MLflow's own lookup, plugins included
     except UnsupportedModelRegistryStoreURIException as err:
@@ -113,7 +116,7 @@ def check_tracking_uri(uri: str, timeout_s: float = ANSWER_TIMEOUT_S) -> None:
     elif scheme in DATABASE_PORTS:
         _check_database_answers(uri, scheme, timeout_s)
     elif scheme == "sqlite":
-        _check_sqlite_file(uri)
+        _check_sqlite_file(uri, existing)
     elif scheme in ("", "file") and not MLFLOW_ALLOW_FILE_STORE.get():
         raise UserError(f"MLflow tracking URI {uri!r} is a file store, which MLflow 3 refuses: use "
                         f"sqlite:///{os.path.abspath(uri.removeprefix('file://'))}.db (or set MLFLOW_ALLOW_FILE_STORE=true)")
@@ -145,16 +148,19 @@ def _check_database_answers(uri: str, scheme: str, timeout_s: float) -> None:
                         "fix the tracking URI") from None
 
 
-def _check_sqlite_file(uri: str) -> None:
-    """The database file exists, or its nearest existing folder is a folder we can write in."""
+def _check_sqlite_file(uri: str, existing: bool) -> None:
+    """The database file exists, or (unless `existing`) its nearest existing folder is a folder we can write in."""
     database = Path(make_url(uri).database or "")
+    if existing and not database.exists():
+        raise UserError(f"MLflow tracking URI {uri}: there is no database at {database}; pass the --tracking-uri "
+                        "the sweep printed (on its 'redo the soup stage' line)")
     if database.exists():
         if not database.is_file() or database.stat().st_size and not _has_sqlite_header(database):
             raise UserError(f"MLflow tracking URI {uri}: {database} is not a sqlite database; give the "
                             "database the sweep wrote, or a new file name")
         return
-    folder = next(p for p in database.parents if p.exists())
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
+    folder = unwritable_folder(database.parent)
+    if folder is not None:
         raise UserError(f"MLflow tracking URI {uri}: cannot create {database}, {folder} is not a writable "
                         "folder; give a sqlite path in a folder you can write")
 

@@ -59,6 +59,13 @@ def export_open_clip(soup_checkpoint: str | Path, directory: str | Path) -> Path
     return directory
 
 
+def export_line(directory: str, method: str) -> str:
+    """What the command prints after exporting: where the model is and how to load it."""
+    path = Path(directory).expanduser().resolve()
+    return (f"the {method} soup as an open_clip model: {path}\n  load it with "
+            f"open_clip.create_model_and_transforms(\"local-dir:{path}\") (docs/models.md)")
+
+
 def open_clip_config(cfg: TrainConfig, clip) -> dict:
     """The model and preprocessing config as open_clip's local-dir: and push_to_hf_hub lay them out."""
     from trainers.architectures import model_config

@@ -35,9 +35,11 @@ def soup_args(soup_inputs, tmp_path, export) -> list[str]:
             "--device", "cpu", "--methods", "uniform", "--register-method", "uniform", "--export-open-clip", str(export)]
 
 
-def test_export_open_clip_flag_writes_the_chosen_soup(soup_inputs, tmp_path):
+def test_export_open_clip_flag_writes_the_chosen_soup(soup_inputs, tmp_path, capsys):
     export = tmp_path / "exported"
     assert greedy.main(soup_args(soup_inputs, tmp_path, export)) == 0
+    out = capsys.readouterr().out  # it said nothing of the export before
+    assert f"the uniform soup as an open_clip model: {export}\n" in out and f'"local-dir:{export}"' in out
     info = json.loads((export / "soupsweep.json").read_text())
     assert info["soup_method"] == "uniform" and len(info["ingredients"]) == 2
     model = open_clip.create_model(f"local-dir:{export}")

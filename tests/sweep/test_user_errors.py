@@ -84,6 +84,7 @@ def test_label_outside_the_class_list(capsys, demo_data, tmp_path):
 
 
 def test_experiment_that_does_not_exist(capsys, tmp_path):
+    MlflowClient(f"sqlite:///{tmp_path / 'm.db'}").create_experiment("a-sweep")  # the database is there, not the name
     code = greedy.main(["--experiment", "no-such-sweep", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"])
     assert "experiment 'no-such-sweep' not found" in one_line_error(capsys, code)
 

@@ -95,7 +95,7 @@ def sweep_file(demo_data, pretrained_file, tmp_path, monkeypatch):
     (["--set", "model.name=bad.json"], "model.name: bad.json is not valid JSON (Expecting property name"),
     (["--set", "model.pretrained=missing.safetensors"], "model.pretrained: 'missing.safetensors' is neither"),
     (["--set", "preset=fast"], "sweep.yaml: preset: unknown preset 'fast'; use one of model-soups, wiseft"),
-    (["--set", "mlflow.experimnt=x"], "sweep.yaml: mlflow.experimnt: unknown key (allowed here: experiment, "),
+    (["--set", "mlflow.experimnt=x"], "--set mlflow.experimnt: unknown key (allowed here: experiment, "),
     (["--tracking-uri", "foo://x"], "MLflow tracking URI 'foo://x': unknown scheme 'foo'"),
     (["--out", "bad.json"], "--out bad.json: exists and is not an empty directory"),
 ])

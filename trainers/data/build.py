@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.fs as pafs
+import yaml
 from PIL import Image
 from tqdm import tqdm
 
@@ -32,6 +33,7 @@ from trainers.data.sources import CARVED, SPLITS, Record, Scan, carve, class_lis
 from trainers.data.staging import plan_output, staged
 from trainers.data.store import ROW_GROUP_ROWS, STORE_FORMAT, ShardWriter, write_card
 from trainers.errors import UserError
+from trainers.uris import absolute
 
 
 @dataclass
@@ -205,14 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out = args.out.rstrip("/")
+    out = absolute(args.out).rstrip("/")  # absolute: the sweep may run from another directory
     print(f"store: {out} ({len(card['classes'])} classes; skipped {len(card['skipped'])} files, listed in "
-          f"{out}/card.json)\ndata section for your sweep config:\ndata:")
-    for split in SPLITS:
-        print(f"  {split}: {out}/{split}")
+          f"{out}/card.json)\ndata section for your sweep config:")
+    data: dict = {split: f"{out}/{split}" for split in SPLITS}
     shifts = {s.removeprefix("shift/"): f"{out}/{s}" for s in card["splits"] if s.startswith("shift/")}
     if shifts:
-        print("  shift: {" + ", ".join(f"{k}: {v}" for k, v in shifts.items()) + "}")
+        data["shift"] = shifts
+    print(yaml.safe_dump({"data": data}, sort_keys=False, allow_unicode=True), end="")  # quoted where YAML needs it
     return 0
 
 

@@ -69,9 +69,20 @@ def shard_paths(path: str) -> tuple[pafs.FileSystem, list[str]]:
     files = sorted(i.path for i in filesystem.get_file_info(pafs.FileSelector(inner, recursive=False))
                    if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
     if not files:
-        raise UserError(f"data: {path} is a directory without Parquet shards; build a store with "
-                        "`python -m trainers.data.build --src <images> --out <dir>`")
+        raise UserError(_not_a_split(filesystem, inner, path))
     return filesystem, files
+
+
+def _not_a_split(filesystem: pafs.FileSystem, inner: str, path: str) -> str:
+    """Why a directory is not a split: a store's root (its card.json lists its splits), or no store at all."""
+    try:
+        with filesystem.open_input_file(f"{inner}/card.json") as stream:
+            splits = [f"{name}: {path.rstrip('/')}/{split['path']}" for name, split in json.loads(stream.read())["splits"].items()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return (f"data: {path} is a directory without Parquet shards; build a store with "
+                "`python -m trainers.data.build --src <images> --out <dir>`")
+    return (f"data: {path} is a whole store, not one split; give each data key its split folder ({', '.join(splits)}), "
+            "as in the data section trainers.data.build printed")
 
 
 def open_shards(path: str) -> list[pq.ParquetFile]:
