@@ -42,7 +42,7 @@ from trainers.checkpoint import upload_checkpoint
 from trainers.data.store import check_dataset
 from trainers.device import resolve_device
 from trainers.errors import UserError
-from trainers.uris import is_remote, local_path
+from trainers.uris import absolute, is_remote, local_path
 
 log = logging.getLogger(__name__)
 CONFIG_ARTIFACT = "sweep_config.json"
@@ -133,7 +133,8 @@ def resume_sweep(tracking_uri: str, experiment: str, verbose: bool = False) -> S
     cfg = SweepConfig.model_validate(json.loads(
         Path(client.download_artifacts(sweep_run.info.run_id, CONFIG_ARTIFACT)).read_text()))
     cfg.mlflow.tracking_uri = tracking_uri  # where the user found it now
-    paths = SweepPaths(sweep_run.data.tags[TAG_STORAGE], found.name)
+    # absolute(): sweeps recorded before the default storage_path was made absolute kept it relative
+    paths = SweepPaths(absolute(sweep_run.data.tags[TAG_STORAGE]), found.name)
     if not tune.Tuner.can_restore(paths.tune_dir):
         raise UserError(f"--resume {experiment}: the sweep's Tune folder {paths.tune_dir} is gone or holds no "
                         "Tune experiment, so there is nothing to continue; run a new sweep (another "

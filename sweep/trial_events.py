@@ -29,8 +29,9 @@ class TrialConsole(tune.Callback):
         if OFFERED in result:
             if result[OFFERED]:
                 kept = "kept" if result[REPORT_KEYS["accepted"]] else "not kept"
-                say("trial %s offered to the anytime soup: %s; soup held-out %.1f%% with %d members", trial.trial_id,
-                    kept, 100 * result[REPORT_KEYS["soup_heldout"]], result[REPORT_KEYS["soup_size"]])
+                size = int(result[REPORT_KEYS["soup_size"]])
+                say("trial %s offered to the anytime soup: %s; soup held-out %.1f%% with %d member%s", trial.trial_id,
+                    kept, 100 * result[REPORT_KEYS["soup_heldout"]], size, "" if size == 1 else "s")
             return
         epoch, val = int(result.get(M.EPOCH, 0)), float(result.get(M.VAL_TOP1, float("nan")))
         self.last[trial.trial_id] = (epoch, val)
