@@ -29,6 +29,7 @@ from trainers.data.store import check_dataset
 from trainers.device import resolve_device
 from trainers.errors import UserError
 from trainers.loop import RunContext, evaluate_splits, fit
+from trainers.owner import exit_on_sigterm
 from trainers.run_config import RunConfig, load_run_config
 from trainers.run_record import RunRecord, run_record
 from trainers.tracking import check_tracking_uri, ui_url
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     quiet_open_clip(args.verbose)
+    exit_on_sigterm()
     try:
         run = load_run_config(args.config, args.set, args.tracking_uri)
         device, out = resolve_device(args.device, "--device"), Path(args.out)
