@@ -38,6 +38,7 @@ META = "meta.json"
 TRAIN_STATE = "train_state.pt"
 SCHEMA_VERSION = 2  # 2: meta.json records the sha256 of every file (DIGESTS)
 DIGESTS = "sha256"  # meta.json key: {file name: hex sha256 of that file}
+ALWAYS_DIGESTED = (WEIGHTS, TRAIN_STATE)  # save_checkpoint digests them whenever it writes them (schema 2)
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +113,14 @@ def file_sha256(path: str | Path) -> str:
 def verify_file(directory: str | Path, name: str, meta: dict[str, Any]) -> bool:
     """Check file `name` of a local checkpoint against the sha256 its meta.json recorded: True when it
     matches, False (with a warning) when meta.json records none (schema 1, written before digests);
-    raises ChangedCheckpoint, naming the file and both digests, when its bytes changed."""
+    raises ChangedCheckpoint, naming the file and both digests, when its bytes changed, and when a
+    meta.json of schema 2 lacks the digest that schema always records (the digest was removed)."""
     path = Path(directory) / name
     recorded = (meta.get(DIGESTS) or {}).get(name)
+    if not recorded and name in ALWAYS_DIGESTED and meta.get("schema_version", 1) >= SCHEMA_VERSION:
+        raise ChangedCheckpoint(f"{path}: its meta.json (schema {meta['schema_version']}, which always records "
+                                f"the sha256 of {name}) records none: meta.json was edited, so nothing says "
+                                "whether the weights changed")
     if not recorded:
         log.warning("%s: meta.json records no sha256 of it (a checkpoint of schema %s, written before "
                     "digests): used without verifying its bytes", path, meta.get("schema_version", "?"))

@@ -53,7 +53,7 @@ def test_a_stage_killed_while_exporting_leaves_nothing_half_written_and_its_reru
         soup_inputs, demo_data, tmp_path, caplog):
     uri, export = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "exported"
     args = stage_args(soup_inputs, demo_data, uri, "--export-open-clip", str(export))
-    code = signal_when(args, signal.SIGKILL, lambda _: any(tmp_path.glob(".exported.partial-*")),
+    code = signal_when(args, signal.SIGKILL, lambda _: any(tmp_path.glob(".exported.*")),
                        tmp_path / "killed.log", dict(os.environ))
     assert code == -signal.SIGKILL and not export.exists()
     assert greedy.main(args) == 0

@@ -55,3 +55,20 @@ def test_checkpoints_written_before_digests_are_read_with_a_warning(tmp_path, ca
     with caplog.at_level(logging.WARNING, logger="trainers.checkpoint"):
         assert torch.equal(load_checkpoint(target).state_dict["w"], torch.ones(3))
     assert "records no sha256" in caplog.text and "schema 1" in caplog.text
+
+
+def test_a_digest_removed_from_a_schema_2_meta_json_is_refused_not_read_unverified(tmp_path):
+    target = save_checkpoint(tmp_path / "ckpt", {"w": torch.full((64,), 0.045)}, {"epoch": 1},
+                             train_state={"optimizer": {"step": torch.tensor(3)}})
+    flip_bit(target / WEIGHTS, 3, 0)  # changed bytes, whose digest someone then removed from meta.json
+    meta = json.loads((target / META).read_text())
+    del meta[DIGESTS][WEIGHTS]
+    (target / META).write_text(json.dumps(meta))
+    with pytest.raises(ChangedCheckpoint, match=f"{WEIGHTS}: its meta.json .schema 2.* records none"):
+        load_checkpoint(target)
+    del meta[DIGESTS]
+    (target / META).write_text(json.dumps(meta))
+    with pytest.raises(ChangedCheckpoint, match="meta.json was edited"):
+        load_checkpoint(target)
+    with pytest.raises(ChangedCheckpoint, match=f"{TRAIN_STATE}: its meta.json"):
+        load_train_state(target)  # a trial never resumes from it either
