@@ -6,6 +6,7 @@ sweep (sweep/) and the soup stage (soup/) do, without importing either.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -26,9 +27,12 @@ from sqlalchemy.engine import make_url
 
 from trainers.config import Section
 from trainers.errors import UserError
+from trainers.owner import is_gone
 
+log = logging.getLogger(__name__)
 TAG_KIND = "soupsweep.kind"
 TAG_CHECKPOINT = "soupsweep.checkpoint"
+TAG_OWNER = "soupsweep.owner"  # on soup runs and single runs: pid@host of the process writing it (trainers.owner)
 ANSWER_TIMEOUT_S = 5.0  # how long a tracking server or database may take to answer the check
 DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 NAMED_STORES = ("databricks", "databricks-uc", "uc")  # URIs that are only a scheme's name (MLflow's rule)
@@ -57,6 +61,18 @@ def open_experiment(client: MlflowClient, name: str) -> str:
     found = client.get_experiment_by_name(name)
     return found.experiment_id if found else client.create_experiment(
         name, artifact_location=artifact_location(client.tracking_uri), tags=MODEL_TRAINING)
+
+
+def end_killed_runs(client: MlflowClient, experiment_id: str, kind: str) -> None:
+    """Runs of `kind` left RUNNING by a process killed outright (SIGKILL, a lost machine: no handler ran)
+    end KILLED, so that the UI shows only the live ones running. Only runs whose process is known gone
+    (TAG_OWNER) are touched; called before a new run of that kind starts."""
+    query = f"tags.`{TAG_KIND}` = '{kind}' and attributes.status = 'RUNNING'"
+    for run in client.search_runs([experiment_id], query, max_results=1000):
+        if is_gone(run.data.tags.get(TAG_OWNER, "")):
+            log.warning("%s run %s was left running by a process that was killed: it ends KILLED", kind,
+                        run.info.run_id)
+            client.set_terminated(run.info.run_id, "KILLED")
 
 
 def ui_url(tracking_uri: str, experiment_id: str, server: str = "http://127.0.0.1:5000") -> str:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import tempfile
 import time
 from pathlib import Path
@@ -23,15 +22,12 @@ from soup.outputs.report import HELDOUT, SELECTION, legacy_metric_name, metric_n
 from soup.outputs.outcome import SoupOutcome
 from trainers.checkpoint import META
 from trainers.errors import UserError
-from trainers.owner import is_gone, this_process
+from trainers.owner import this_process
+from trainers.tracking import TAG_OWNER, end_killed_runs
 from trainers.tracking import MODEL_TRAINING, ui_url  # noqa: F401 (imported from here too)
 
 SOUP_RUN_PREFIX = "soup"
 CELL_METRICS = ("top1", "macro_f1", "ece")
-TAG_OWNER = "soupsweep.owner"  # pid@host of the stage writing the run (trainers.owner)
-log = logging.getLogger(__name__)
-
-
 STAGE_SECONDS = "stage_seconds"  # the stage's time, measured from just before the run is created to its last write
 
 
@@ -39,7 +35,7 @@ STAGE_SECONDS = "stage_seconds"  # the stage's time, measured from just before t
 def soup_run(client: MlflowClient, experiment_id: str, parent_run_id: str | None) -> Iterator[str]:
     """The soup run (a child of the sweep run, when there is one), open while the stage works, so
     that its duration is the stage's; it ends FINISHED, or FAILED when the stage raised."""
-    end_killed_soup_runs(client, experiment_id)
+    end_killed_runs(client, experiment_id, KIND_SOUP)
     tags = {TAG_KIND: KIND_SOUP, TAG_OWNER: this_process(), **({TAG_PARENT: parent_run_id} if parent_run_id else {})}
     started = time.time()
     run = client.create_run(experiment_id, run_name=f"{SOUP_RUN_PREFIX}-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags)
@@ -53,17 +49,6 @@ def soup_run(client: MlflowClient, experiment_id: str, parent_run_id: str | None
         client.set_terminated(run.info.run_id, "FAILED")
         raise
     client.set_terminated(run.info.run_id, "FINISHED")
-
-
-def end_killed_soup_runs(client: MlflowClient, experiment_id: str) -> None:
-    """Soup runs left RUNNING by a stage killed outright (SIGKILL, a lost machine) end KILLED, so that the
-    UI shows the new run as the only one working. Only runs whose process is known gone are touched."""
-    query = f"tags.{TAG_KIND} = '{KIND_SOUP}' and attributes.status = 'RUNNING'"
-    for run in client.search_runs([experiment_id], query, max_results=1000):
-        if is_gone(run.data.tags.get(TAG_OWNER, "")):
-            log.warning("soup run %s was left running by a stage that was killed: it ends KILLED",
-                        run.info.run_id)
-            client.set_terminated(run.info.run_id, "KILLED")
 
 
 def log_soup_run(client: MlflowClient, run_id: str, outcome: SoupOutcome, options: SoupOptions,

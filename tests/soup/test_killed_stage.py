@@ -61,7 +61,7 @@ def test_a_stage_killed_while_exporting_leaves_nothing_half_written_and_its_reru
     assert (export / "open_clip_model.safetensors").is_file()
     killed, rerun = soup_runs(uri)
     assert (killed.info.status, rerun.info.status) == ("KILLED", "FINISHED")  # not two RUNNING, not two FINISHED
-    assert f"soup run {killed.info.run_id} was left running by a stage that was killed" in caplog.text
+    assert f"soup run {killed.info.run_id} was left running by a process that was killed" in caplog.text
 
 
 def test_sigterm_ends_the_soup_run_failed_and_removes_its_temporary_files(soup_inputs, demo_data, tmp_path):
