@@ -11,7 +11,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 def this_process() -> str:
@@ -32,16 +32,25 @@ def is_gone(owner: str) -> bool:
     return False
 
 
+def staging_name(name: str) -> str:
+    """The temporary sibling a directory `name` is written into before it is renamed into place."""
+    return f".{name}.partial-{this_process()}"
+
+
+def left_by_killed(entries: Iterable[str], name: str) -> list[str]:
+    """The staging names for `name` among a folder's `entries` whose process is gone (killed before it
+    could remove its own): what the next writer of `name` removes, so nothing half-written stays."""
+    prefix = f".{name}.partial-"
+    return [e for e in entries if e.startswith(prefix) and is_gone(e.removeprefix(prefix))]
+
+
 @contextlib.contextmanager
 def staged_directory(target: Path) -> Iterator[Path]:
     """A new directory to fill, renamed to `target` (which must not exist) once the block ends; removed
-    if the block raises. Its name, `.<target>.partial-<pid@host>`, lets the next call remove one left by
-    a killed process, so a user's directory keeps nothing half-written."""
-    prefix = f".{target.name}.partial-"
-    for stale in target.parent.glob(prefix + "*"):
-        if is_gone(stale.name.removeprefix(prefix)):
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp = target.parent / (prefix + this_process())
+    if the block raises. One left by a killed process is removed first."""
+    for stale in left_by_killed(os.listdir(target.parent), target.name):
+        shutil.rmtree(target.parent / stale, ignore_errors=True)
+    tmp = target.parent / staging_name(target.name)
     tmp.mkdir()
     try:
         yield tmp
