@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import socket
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,7 @@ def check_tracking_uri(uri: str, timeout_s: float = ANSWER_TIMEOUT_S) -> None:
     elif scheme in DATABASE_PORTS:
         _check_database_answers(uri, scheme, timeout_s)
     elif scheme == "sqlite":
-        _check_sqlite_file(uri)
+        _check_sqlite_file(uri, timeout_s)
     elif scheme in ("", "file") and not MLFLOW_ALLOW_FILE_STORE.get():
         raise UserError(f"MLflow tracking URI {uri!r} is a file store, which MLflow 3 refuses: use "
                         f"sqlite:///{os.path.abspath(uri.removeprefix('file://'))}.db (or set MLFLOW_ALLOW_FILE_STORE=true)")
@@ -155,18 +156,38 @@ def _check_database_answers(uri: str, scheme: str, timeout_s: float) -> None:
                         "fix the tracking URI") from None
 
 
-def _check_sqlite_file(uri: str) -> None:
-    """The database file exists, or its nearest existing folder is a folder we can write in."""
+def _check_sqlite_file(uri: str, timeout_s: float) -> None:
+    """The database file exists and can be written within `timeout_s` (no other process holds its lock),
+    or its nearest existing folder is a folder we can write in."""
     database = Path(make_url(uri).database or "")
     if database.exists():
         if not database.is_file() or database.stat().st_size and not _has_sqlite_header(database):
             raise UserError(f"MLflow tracking URI {uri}: {database} is not a sqlite database; give the "
                             "database the sweep wrote, or a new file name")
+        _check_sqlite_unlocked(uri, database, timeout_s)
         return
     folder = next(p for p in database.parents if p.exists())
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise UserError(f"MLflow tracking URI {uri}: cannot create {database}, {folder} is not a writable "
                         "folder; give a sqlite path in a folder you can write")
+
+
+def _check_sqlite_unlocked(uri: str, database: Path, timeout_s: float) -> None:
+    """Take and release the write lock (nothing is written): MLflow would fail its first write with a
+    traceback of `database is locked` after waiting, often once the work is done."""
+    connection = sqlite3.connect(database, timeout=timeout_s)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.rollback()
+    except sqlite3.OperationalError as err:
+        if "locked" not in str(err):
+            raise UserError(f"MLflow tracking URI {uri}: {database} cannot be written ({err}); give a database "
+                            "you can write") from None
+        raise UserError(f"MLflow tracking URI {uri}: {database} stayed locked by another process for "
+                        f"{timeout_s:g} s ({err}); end the process that holds it (an open sqlite3 shell, a "
+                        "stuck writer) and run again") from None
+    finally:
+        connection.close()
 
 
 def _has_sqlite_header(path: Path) -> bool:

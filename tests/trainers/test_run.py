@@ -89,3 +89,33 @@ def test_runs_stopped_by_a_signal_end_killed_or_failed_in_mlflow_never_running(d
     client = MlflowClient(uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()], order_by=["start_time"])
     assert [r.info.status for r in runs] == ["KILLED", "FAILED"]
+
+
+def test_a_locked_sqlite_database_is_one_line_before_anything_is_written(demo_data, tmp_path, capsys):
+    """Another process holds the database's write lock (an open sqlite3 shell, a stuck writer): MLflow
+    would wait, then fail its first write with a traceback, after the work. A real lock, from a real
+    second connection."""
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
+    from soup import greedy
+    from trainers.run import main
+
+    database = tmp_path / "mlflow.db"
+    MlflowClient(f"sqlite:///{database}").search_experiments()  # MLflow's tables
+    capsys.readouterr()  # and its lines saying so
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"data": data_section(demo_data)}))
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        uri = f"sqlite:///{database}"
+        codes = [main(["--config", str(config), "--out", str(tmp_path / "out"), "--tracking-uri", uri]),
+                 greedy.main(["--experiment", "any", "--tracking-uri", uri])]
+    finally:
+        holder.rollback()
+    errors = capsys.readouterr().err.splitlines()
+    assert codes == [2, 2] and not (tmp_path / "out").exists()
+    assert len(errors) == 2 and all(line.startswith("error: ") and f"{database} stayed locked by another process "
+                                    "for 5 s" in line for line in errors), errors
