@@ -229,7 +229,8 @@ def test_a_build_killed_midway_leaves_a_staging_folder_that_the_next_build_remov
     os.kill(builder.pid, signal.SIGKILL)  # no handler runs: the staging folder stays
     assert builder.wait(timeout=60) == -signal.SIGKILL, (tmp_path / "build.log").read_text()[-2000:]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".store.")]
-    assert in_process("--src", "imgs", "--out", "store", cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch).returncode == 0
+    done = in_process("--src", "imgs", "--out", "store", cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch)
+    assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["build.log", "imgs", "store"]  # the killed one's is gone
     check_dataset(DataConfig(train=str(tmp_path / "store" / "train"), val=str(tmp_path / "store" / "val"),
                              heldout=str(tmp_path / "store" / "heldout"), test=str(tmp_path / "store" / "test")))
