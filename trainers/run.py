@@ -87,11 +87,14 @@ def reporter(out: Path, record: RunRecord | None):
         if record is not None:
             record.log(metrics, int(metrics[M.EPOCH]))
         if checkpoint_dir:
-            staged = out / ".checkpoint-partial"  # complete before it replaces the last one
-            shutil.rmtree(staged, ignore_errors=True)
-            shutil.copytree(checkpoint_dir, staged)
-            shutil.rmtree(out / "checkpoint", ignore_errors=True)
+            staged, previous = out / ".checkpoint-partial", out / ".checkpoint-previous"
+            for leftover in (staged, previous):
+                shutil.rmtree(leftover, ignore_errors=True)
+            shutil.copytree(checkpoint_dir, staged)  # complete before it replaces the last one
+            if (out / "checkpoint").is_dir():  # moved aside whole, not deleted file by file: a kill meanwhile
+                (out / "checkpoint").rename(previous)  # leaves no half-deleted checkpoint
             staged.rename(out / "checkpoint")
+            shutil.rmtree(previous, ignore_errors=True)
             if record is not None:
                 record.checkpoint(out / "checkpoint")
 
