@@ -41,7 +41,9 @@ def left_by_killed(entries: Iterable[str], name: str) -> list[str]:
     """The staging names for `name` among a folder's `entries` whose process is gone (killed before it
     could remove its own): what the next writer of `name` removes, so nothing half-written stays."""
     prefix = f".{name}.partial-"
-    return [e for e in entries if e.startswith(prefix) and is_gone(e.removeprefix(prefix))]
+    owners = {e: e.removeprefix(prefix) for e in entries if e.startswith(prefix)}
+    # this process's own name: left by an earlier process that had its PID (nothing is in progress yet)
+    return [e for e, owner in owners.items() if is_gone(owner) or owner == this_process()]
 
 
 @contextlib.contextmanager
