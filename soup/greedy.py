@@ -24,6 +24,7 @@ from trainers.config import validate
 from trainers.prompts import TEMPLATES
 from trainers.errors import UserError
 from trainers.architectures import quiet_open_clip
+from trainers.owner import exit_on_sigterm
 
 
 
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     quiet_open_clip(args.verbose)
+    exit_on_sigterm()
     uri = absolute_sqlite(args.tracking_uri)
     try:
         options = soup_options(args)
@@ -110,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the soup run ended FAILED and the temporary files are gone: no traceback
+        print("interrupted: a soup run it had opened ends FAILED, nothing half-written is left; run the "
+              "same command again", file=sys.stderr)
+        return 130
     print(format_table(result.outcome))
     spread = format_spread(result.outcome)
     if spread:

@@ -22,7 +22,6 @@ import logging
 import os
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -33,6 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from trainers import __version__
+from trainers.owner import left_by_killed, staging_name
 from trainers.uris import is_remote, local_path
 
 WEIGHTS = "model.safetensors"
@@ -40,6 +40,7 @@ META = "meta.json"
 TRAIN_STATE = "train_state.pt"
 SCHEMA_VERSION = 2  # 2: meta.json records the sha256 of every file (DIGESTS)
 DIGESTS = "sha256"  # meta.json key: {file name: hex sha256 of that file}
+ALWAYS_DIGESTED = (WEIGHTS, TRAIN_STATE)  # save_checkpoint digests them whenever it writes them (schema 2)
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,9 @@ def save_checkpoint(directory: str | Path, state_dict: dict[str, torch.Tensor], 
     writes further files into the directory before the digests are taken, so they are verified too."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
+    for stale in left_by_killed(os.listdir(directory.parent), directory.name):  # a killed writer's
+        shutil.rmtree(directory.parent / stale, ignore_errors=True)
+    tmp = directory.parent / staging_name(directory.name)
     tmp.mkdir()
     try:
         save_file({k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}, tmp / WEIGHTS)
@@ -117,10 +120,15 @@ def file_sha256(path: str | Path) -> str:
 
 def verify_file(directory: str | Path, name: str, meta: dict[str, Any]) -> bool:
     """Check file `name` of a local checkpoint against the sha256 its meta.json recorded: True when it
-    matches, False (with a warning) when meta.json records none (schema 1, written before digests);
-    raises ChangedCheckpoint, naming the file and both digests, when its bytes changed."""
+    matches, False (with a warning) when meta.json records none (written before that file was digested);
+    raises ChangedCheckpoint, naming the file and both digests, when its bytes changed, and when a
+    meta.json of schema 2 lacks the digest that schema always records (the digest was removed)."""
     path = Path(directory) / name
     recorded = (meta.get(DIGESTS) or {}).get(name)
+    if not recorded and name in ALWAYS_DIGESTED and meta.get("schema_version", 1) >= SCHEMA_VERSION:
+        raise ChangedCheckpoint(f"{path}: its meta.json (schema {meta['schema_version']}, which always records "
+                                f"the sha256 of {name}) records none: meta.json was edited, so nothing says "
+                                "whether the weights changed")
     if not recorded:
         log.warning("%s: meta.json records no sha256 of it (written by soupsweep %s, before this file was "
                     "digested): used without verifying its bytes", path, meta.get("code_version", "?"))

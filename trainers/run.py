@@ -29,6 +29,7 @@ from trainers.data.store import check_dataset
 from trainers.device import resolve_device
 from trainers.errors import UserError
 from trainers.loop import RunContext, evaluate_splits, fit
+from trainers.owner import exit_on_sigterm
 from trainers.run_config import RunConfig, load_run_config
 from trainers.run_record import RunRecord, run_record
 from trainers.tracking import check_tracking_uri, ui_url
@@ -86,11 +87,14 @@ def reporter(out: Path, record: RunRecord | None):
         if record is not None:
             record.log(metrics, int(metrics[M.EPOCH]))
         if checkpoint_dir:
-            staged = out / ".checkpoint-partial"  # complete before it replaces the last one
-            shutil.rmtree(staged, ignore_errors=True)
-            shutil.copytree(checkpoint_dir, staged)
-            shutil.rmtree(out / "checkpoint", ignore_errors=True)
+            staged, previous = out / ".checkpoint-partial", out / ".checkpoint-previous"
+            for leftover in (staged, previous):
+                shutil.rmtree(leftover, ignore_errors=True)
+            shutil.copytree(checkpoint_dir, staged)  # complete before it replaces the last one
+            if (out / "checkpoint").is_dir():  # moved aside whole, not deleted file by file: a kill meanwhile
+                (out / "checkpoint").rename(previous)  # leaves no half-deleted checkpoint
             staged.rename(out / "checkpoint")
+            shutil.rmtree(previous, ignore_errors=True)
             if record is not None:
                 record.checkpoint(out / "checkpoint")
 
@@ -131,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     quiet_open_clip(args.verbose)
+    exit_on_sigterm()
     try:
         run = load_run_config(args.config, args.set, args.tracking_uri)
         device, out = resolve_device(args.device, "--device"), Path(args.out)

@@ -13,7 +13,9 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from trainers.config import TrainConfig
-from trainers.tracking import TAG_CHECKPOINT, TAG_KIND, MlflowConfig, log_params, open_experiment
+from trainers.owner import this_process
+from trainers.tracking import (TAG_CHECKPOINT, TAG_KIND, TAG_OWNER, MlflowConfig, end_killed_runs, log_params,
+                               open_experiment)
 
 KIND_RUN = "run"  # TAG_KIND of a single run: the soup stage's queries (sweep, trial, soup runs) skip it
 
@@ -42,7 +44,8 @@ def run_record(section: MlflowConfig | None, experiment: str, cfg: TrainConfig, 
         return
     client = MlflowClient(section.tracking_uri)
     experiment_id = open_experiment(client, experiment)
-    run = client.create_run(experiment_id, run_name=name, tags={TAG_KIND: KIND_RUN})
+    end_killed_runs(client, experiment_id, KIND_RUN)
+    run = client.create_run(experiment_id, run_name=name, tags={TAG_KIND: KIND_RUN, TAG_OWNER: this_process()})
     record = RunRecord(client, experiment_id, run.info.run_id)
     log_params(client, record.run_id, cfg.to_params())
     try:

@@ -5,9 +5,11 @@ sweep (sweep/) and the soup stage (soup/) do, without importing either.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +27,13 @@ from sqlalchemy.engine import make_url
 
 from trainers.config import Section, param_text
 from trainers.errors import UserError
+from trainers.owner import is_gone
 from trainers.uris import unwritable_folder
 
+log = logging.getLogger(__name__)
 TAG_KIND = "soupsweep.kind"
 TAG_CHECKPOINT = "soupsweep.checkpoint"
+TAG_OWNER = "soupsweep.owner"  # on soup runs and single runs: pid@host of the process writing it (trainers.owner)
 ANSWER_TIMEOUT_S = 5.0  # how long a tracking server or database may take to answer the check
 DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 NAMED_STORES = ("databricks", "databricks-uc", "uc")  # URIs that are only a scheme's name (MLflow's rule)
@@ -65,6 +70,18 @@ def open_experiment(client: MlflowClient, name: str) -> str:
     found = client.get_experiment_by_name(name)
     return found.experiment_id if found else client.create_experiment(
         name, artifact_location=artifact_location(client.tracking_uri), tags=MODEL_TRAINING)
+
+
+def end_killed_runs(client: MlflowClient, experiment_id: str, kind: str) -> None:
+    """Runs of `kind` left RUNNING by a process killed outright (SIGKILL, a lost machine: no handler ran)
+    end KILLED, so that the UI shows only the live ones running. Only runs whose process is known gone
+    (TAG_OWNER) are touched; called before a new run of that kind starts."""
+    query = f"tags.`{TAG_KIND}` = '{kind}' and attributes.status = 'RUNNING'"
+    for run in client.search_runs([experiment_id], query, max_results=1000):
+        if is_gone(run.data.tags.get(TAG_OWNER, "")):
+            log.warning("%s run %s was left running by a process that was killed: it ends KILLED", kind,
+                        run.info.run_id)
+            client.set_terminated(run.info.run_id, "KILLED")
 
 
 def ui_url(tracking_uri: str, experiment_id: str, server: str = "http://127.0.0.1:5000") -> str:
@@ -116,7 +133,7 @@ def check_tracking_uri(uri: str, timeout_s: float = ANSWER_TIMEOUT_S, existing: 
     elif scheme in DATABASE_PORTS:
         _check_database_answers(uri, scheme, timeout_s)
     elif scheme == "sqlite":
-        _check_sqlite_file(uri, existing)
+        _check_sqlite_file(uri, existing, timeout_s)
     elif scheme in ("", "file") and not MLFLOW_ALLOW_FILE_STORE.get():
         raise UserError(f"MLflow tracking URI {uri!r} is a file store, which MLflow 3 refuses: use "
                         f"sqlite:///{os.path.abspath(uri.removeprefix('file://'))}.db (or set MLFLOW_ALLOW_FILE_STORE=true)")
@@ -148,8 +165,9 @@ def _check_database_answers(uri: str, scheme: str, timeout_s: float) -> None:
                         "fix the tracking URI") from None
 
 
-def _check_sqlite_file(uri: str, existing: bool) -> None:
-    """The database file exists, or (unless `existing`) its nearest existing folder is a folder we can write in."""
+def _check_sqlite_file(uri: str, existing: bool, timeout_s: float) -> None:
+    """The database file exists and can be written within `timeout_s` (no other process holds its lock),
+    or (unless `existing`) its nearest existing folder is a folder we can write in."""
     database = Path(make_url(uri).database or "")
     if existing and not database.exists():
         raise UserError(f"MLflow tracking URI {uri}: there is no database at {database}; pass the --tracking-uri "
@@ -158,11 +176,30 @@ def _check_sqlite_file(uri: str, existing: bool) -> None:
         if not database.is_file() or database.stat().st_size and not _has_sqlite_header(database):
             raise UserError(f"MLflow tracking URI {uri}: {database} is not a sqlite database; give the "
                             "database the sweep wrote, or a new file name")
+        _check_sqlite_unlocked(uri, database, timeout_s)
         return
     folder = unwritable_folder(database.parent)
     if folder is not None:
         raise UserError(f"MLflow tracking URI {uri}: cannot create {database}, {folder} is not a writable "
                         "folder; give a sqlite path in a folder you can write")
+
+
+def _check_sqlite_unlocked(uri: str, database: Path, timeout_s: float) -> None:
+    """Take and release the write lock (nothing is written): MLflow would fail its first write with a
+    traceback of `database is locked` after waiting, often once the work is done."""
+    connection = sqlite3.connect(database, timeout=timeout_s)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.rollback()
+    except sqlite3.OperationalError as err:
+        if "locked" not in str(err):
+            raise UserError(f"MLflow tracking URI {uri}: {database} cannot be written ({err}); give a database "
+                            "you can write") from None
+        raise UserError(f"MLflow tracking URI {uri}: {database} stayed locked by another process for "
+                        f"{timeout_s:g} s ({err}); end the process that holds it (an open sqlite3 shell, a "
+                        "stuck writer) and run again") from None
+    finally:
+        connection.close()
 
 
 def _has_sqlite_header(path: Path) -> bool:

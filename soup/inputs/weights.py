@@ -60,6 +60,8 @@ class Converter:
 def read_weights(uri: str, workdir: Path, converter: Converter | None = None) -> Weights:
     """The normalised state dict at `uri` (checkpoint directory, .safetensors or PyTorch file)."""
     with local_checkpoint(uri, files=(META, WEIGHTS)) as path:
+        if not path.exists():
+            raise UnreadableWeights(f"{uri} does not exist: deleted or moved after it was written")
         if path.is_dir():
             if not (path / META).is_file():
                 raise UnreadableWeights(f"{path} is a directory without {META}: not a soupsweep checkpoint")

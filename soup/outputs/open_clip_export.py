@@ -15,19 +15,16 @@ the sweep's base was), since soups average image towers only.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 import open_clip
 from safetensors.torch import save_file
 
-from soup.methods.options import check_export_dir
 from trainers.base import pretrained_clip
 from trainers.checkpoint import load_checkpoint
 from trainers.config import TrainConfig
 from trainers.model import preprocess_stats, tokenizer_for
+from trainers.owner import staged_directory
 
 MODEL_FILE = "open_clip_model.safetensors"
 CONFIG_FILE = "open_clip_config.json"
@@ -36,26 +33,29 @@ INFO_FILE = "soupsweep.json"
 
 
 def export_open_clip(soup_checkpoint: str | Path, directory: str | Path) -> Path:
-    """Write the soup checkpoint `soup_checkpoint` as an open_clip model in `directory` (atomically)."""
+    """Write the soup checkpoint `soup_checkpoint` as an open_clip model in `directory` (atomically).
+    The options checked that `directory` was new before any soup was made; one that appeared since is
+    kept as it is, and the soup run that holds the soups ends FAILED (not deleted, as a UserError's)."""
     directory = Path(directory).expanduser().resolve()
-    check_export_dir(str(directory))
+    if directory.exists():
+        raise _appeared(directory)
     soup = load_checkpoint(soup_checkpoint)
     cfg = TrainConfig.model_validate(soup.meta["config"])
     clip = pretrained_clip(cfg)
     visual = {k.removeprefix("visual."): v for k, v in soup.state_dict.items() if k.startswith("visual.")}
     clip.visual.load_state_dict(visual)  # strict: the soup's image tower is this architecture's
-    tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
     try:
-        save_file({k: v.detach().contiguous() for k, v in clip.state_dict().items()}, tmp / MODEL_FILE)
-        save_file({"weight": soup.state_dict["head.weight"].contiguous(),
-                   "bias": soup.state_dict["head.bias"].contiguous()}, tmp / HEAD_FILE)
-        _write_json(tmp / CONFIG_FILE, open_clip_config(cfg, clip))
-        _write_json(tmp / INFO_FILE, export_info(cfg, soup.meta))
-        save_tokenizer(cfg, tmp)
-        os.rename(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with staged_directory(directory) as tmp:
+            save_file({k: v.detach().contiguous() for k, v in clip.state_dict().items()}, tmp / MODEL_FILE)
+            save_file({"weight": soup.state_dict["head.weight"].contiguous(),
+                       "bias": soup.state_dict["head.bias"].contiguous()}, tmp / HEAD_FILE)
+            _write_json(tmp / CONFIG_FILE, open_clip_config(cfg, clip))
+            _write_json(tmp / INFO_FILE, export_info(cfg, soup.meta))
+            save_tokenizer(cfg, tmp)
+    except OSError as err:
+        if directory.exists():  # made by someone else while the export was written: theirs is kept
+            raise _appeared(directory) from err
+        raise
     return directory
 
 
@@ -64,6 +64,11 @@ def export_line(directory: str, method: str) -> str:
     path = Path(directory).expanduser().resolve()
     return (f"the {method} soup as an open_clip model: {path}\n  load it with "
             f"open_clip.create_model_and_transforms(\"local-dir:{path}\") (docs/models.md)")
+
+
+def _appeared(directory: Path) -> FileExistsError:
+    return FileExistsError(f"export_open_clip: {directory} appeared while the soups were made and is left as it "
+                           "is; run again with a new directory")
 
 
 def open_clip_config(cfg: TrainConfig, clip) -> dict:

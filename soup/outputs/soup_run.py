@@ -25,11 +25,11 @@ from soup.outputs.outcome import SoupOutcome
 from trainers.checkpoint import META
 from trainers.config import param_text
 from trainers.errors import UserError
+from trainers.owner import this_process
+from trainers.tracking import TAG_OWNER, end_killed_runs
 
 SOUP_RUN_PREFIX = "soup"
 CELL_METRICS = ("top1", "macro_f1", "ece")
-
-
 STAGE_SECONDS = "stage_seconds"  # the stage's time, measured from just before the run is created to its last write
 
 
@@ -37,7 +37,8 @@ STAGE_SECONDS = "stage_seconds"  # the stage's time, measured from just before t
 def soup_run(client: MlflowClient, experiment_id: str, parent_run_id: str | None) -> Iterator[str]:
     """The soup run (a child of the sweep run, when there is one), open while the stage works, so
     that its duration is the stage's; it ends FINISHED, or FAILED when the stage raised."""
-    tags = {TAG_KIND: KIND_SOUP, **({TAG_PARENT: parent_run_id} if parent_run_id else {})}
+    end_killed_runs(client, experiment_id, KIND_SOUP)
+    tags = {TAG_KIND: KIND_SOUP, TAG_OWNER: this_process(), **({TAG_PARENT: parent_run_id} if parent_run_id else {})}
     started = time.time()
     run = client.create_run(experiment_id, run_name=f"{SOUP_RUN_PREFIX}-{time.strftime('%Y%m%d-%H%M%S')}", tags=tags)
     try:
@@ -122,15 +123,15 @@ def log_soups(client: MlflowClient, run_id: str, outcome: SoupOutcome, options: 
         meta = {**json.loads(meta_file.read_text()), "soup_run_id": run_id, **soup_record(outcome, result.name)}
         meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True))
         client.log_artifacts(run_id, str(result.weights), f"soups/{result.weights.name}")
+    chosen = next((r for r in made if r.name == options.register_method), None)
+    if options.export_open_clip:  # before registering: a failed export leaves no model version of a failed run
+        from soup.outputs.open_clip_export import export_open_clip
+
+        export_open_clip(chosen.weights, options.export_open_clip)
     if options.register_as:
         from soup.outputs.mlflow_model import register_soup  # late: defining its PythonModel makes MLflow warn
 
-        chosen = next(r for r in made if r.name == options.register_method)
         register_soup(client, run_id, chosen.weights, options.register_as)
-    if options.export_open_clip:
-        from soup.outputs.open_clip_export import export_open_clip
-
-        export_open_clip(next(r for r in made if r.name == options.register_method).weights, options.export_open_clip)
 
 
 def soup_record(outcome: SoupOutcome, method: str) -> dict:

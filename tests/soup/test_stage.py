@@ -64,7 +64,8 @@ def test_bad_ingredients_are_left_out_by_name(soup_inputs, tmp_path):
             Ingredient("nan", DIVERGED, reason="train/loss is nan"),
             Ingredient("nan-metrics", FINISHED, ingredients[0].checkpoint, metrics={"val/loss": float("nan")}),
             Ingredient("incomplete", FINISHED, str(incomplete), ingredients[1].base_checksum),
-            Ingredient("asha", STOPPED, str(incomplete), ingredients[1].base_checksum)]
+            Ingredient("asha", STOPPED, str(incomplete), ingredients[1].base_checksum),
+            Ingredient("removed", FINISHED, str(tmp_path / "removed-since"), ingredients[0].base_checksum)]
     manifest = tmp_path / "ingredients.parquet"
     write_manifest(str(manifest), rows)
     outcome = run_stage(read_manifest(str(manifest)), base_dir, tmp_path / "work", methods=["greedy", "uniform"])
@@ -75,6 +76,7 @@ def test_bad_ingredients_are_left_out_by_name(soup_inputs, tmp_path):
     assert outcome.skipped["nan"] == "status diverged: train/loss is nan"
     assert outcome.skipped["nan-metrics"] == "diverged: val/loss = nan"
     assert outcome.skipped["incomplete"] == "incomplete: stopped at epoch 1 of 2"
+    assert f"{tmp_path / 'removed-since'} does not exist: deleted or moved after" in outcome.skipped["removed"]
     assert [s.trial_id for s in outcome.scored] == ["trial2", "trial3", "asha"]  # ASHA stops on purpose
     assert set(next(r for r in outcome.results if r.name == "uniform").members) == {"trial2", "trial3", "asha"}
 

@@ -208,6 +208,34 @@ def test_killed_driver_resumes_without_training_a_trial_twice(demo_data, tmp_pat
     assert len(read_manifest(sweep_run.data.tags[TAG_MANIFEST])) == 3
 
 
+
+def test_a_driver_killed_in_its_soup_stage_resumes_to_one_finished_soup_run(demo_data, tmp_path):
+    tree = tiny_sweep_tree(demo_data, tmp_path)
+    tree["search"].update(num_samples=2, space={"seed": {"randint": [0, 100]}})
+    tree["soup"] = {"methods": ["greedy", "uniform"], "export_open_clip": str(tmp_path / "exported")}
+    uri, log = tree["mlflow"]["tracking_uri"], tmp_path / "first.txt"
+    sweep = start_sweep(["--config", str(write_config(tmp_path, tree))], log)
+    wait_for(lambda: soup_runs(uri), "the soup stage's run", sweep, log, interval_s=0.1)
+    os.killpg(sweep.pid, signal.SIGKILL)  # the driver (which runs the soup stage) and its local Ray cluster
+    sweep.wait()
+
+    resumed = start_sweep(["--resume", "tiny-sweep", "--tracking-uri", uri], tmp_path / "resume.txt")
+    assert "greedy" in finish(resumed, tmp_path / "resume.txt")
+    killed, finished = soup_runs(uri)  # the UI shows one soup run: the killed stage's is not left RUNNING
+    assert (killed.info.status, finished.info.status) == ("KILLED", "FINISHED")
+    assert (tmp_path / "exported" / "open_clip_model.safetensors").is_file()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".exported")]
+    client = MlflowClient(uri)
+    assert require_sweep_run(client, find_experiment(client, "tiny-sweep")).info.status == "FINISHED"
+
+
+def soup_runs(uri: str) -> list:
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name("tiny-sweep")
+    return [] if found is None else client.search_runs([found.experiment_id], f"tags.`{TAG_KIND}` = '{KIND_SOUP}'",
+                                                       order_by=["start_time"])
+
+
 def checkpoints_in_flight(storage: Path) -> bool:
     """A Train run folder holds two checkpoint folders: a new one beside the one it keeps."""
     return any(len(glob.glob(f"{run}/checkpoint_*/")) > 1 for run in glob.glob(f"{storage}/tiny-sweep-train-*"))

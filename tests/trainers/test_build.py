@@ -6,9 +6,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -212,6 +215,25 @@ def test_an_overwrite_that_fails_leaves_the_previous_store_intact(images, tmp_pa
     corrupt(images / "shift" / "night" / "ant" / "x.jpg")
     refused(cli("--src", images, "--out", "store", "--overwrite", cwd=tmp_path), "split shift/night is empty")
     assert files(tmp_path / "store") == before and sorted(p.name for p in tmp_path.iterdir()) == ["imgs", "store"]
+
+
+
+def test_a_build_killed_midway_leaves_a_staging_folder_that_the_next_build_removes(tmp_path, capsys, monkeypatch):
+    image_folder(tmp_path / "imgs", {name: 150 for name in ("ant", "bee", "cat", "dog")})
+    with (tmp_path / "build.log").open("w") as log:
+        builder = subprocess.Popen([sys.executable, "-m", "trainers.data.build", "--workers", "1", "--src", "imgs",
+                                    "--out", "store", "--shard-mb", "0.01"], cwd=tmp_path, stdout=log,
+                                   stderr=subprocess.STDOUT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    while builder.poll() is None and not list(tmp_path.glob(".store.*/**/*.parquet")):
+        time.sleep(0.02)  # until a shard is half-way into the staging folder
+    os.kill(builder.pid, signal.SIGKILL)  # no handler runs: the staging folder stays
+    assert builder.wait(timeout=60) == -signal.SIGKILL, (tmp_path / "build.log").read_text()[-2000:]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".store.")]
+    done = in_process("--src", "imgs", "--out", "store", cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["build.log", "imgs", "store"]  # the killed one's is gone
+    check_dataset(DataConfig(train=str(tmp_path / "store" / "train"), val=str(tmp_path / "store" / "val"),
+                             heldout=str(tmp_path / "store" / "heldout"), test=str(tmp_path / "store" / "test")))
 
 
 def in_process(*args: str | Path, cwd: Path, capsys, monkeypatch) -> subprocess.CompletedProcess:

@@ -3,6 +3,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import socket
+import subprocess
+import sys
 
 import pyarrow.fs as pafs
 import pytest
@@ -70,3 +73,31 @@ def test_a_remote_checkpoint_read_for_its_weights_leaves_the_optimizer_state_whe
         assert torch.equal(load_checkpoint(copy).state_dict["w"], torch.ones(3))  # digests still verify
     with local_checkpoint("s3://soups/run/ckpt") as copy:
         assert sorted(p.name for p in copy.iterdir()) == [META, WEIGHTS, TRAIN_STATE]
+
+
+def test_a_digest_removed_from_a_schema_2_meta_json_is_refused_not_read_unverified(tmp_path):
+    target = save_checkpoint(tmp_path / "ckpt", {"w": torch.full((64,), 0.045)}, {"epoch": 1},
+                             train_state={"optimizer": {"step": torch.tensor(3)}})
+    flip_bit(target / WEIGHTS, 3, 0)  # changed bytes, whose digest someone then removed from meta.json
+    meta = json.loads((target / META).read_text())
+    del meta[DIGESTS][WEIGHTS]
+    (target / META).write_text(json.dumps(meta))
+    with pytest.raises(ChangedCheckpoint, match=f"{WEIGHTS}: its meta.json .schema 2.* records none"):
+        load_checkpoint(target)
+    del meta[DIGESTS]
+    (target / META).write_text(json.dumps(meta))
+    with pytest.raises(ChangedCheckpoint, match="meta.json was edited"):
+        load_checkpoint(target)
+    with pytest.raises(ChangedCheckpoint, match=f"{TRAIN_STATE}: its meta.json"):
+        load_train_state(target)  # a trial never resumes from it either
+
+
+def test_a_writer_killed_mid_checkpoint_leaves_nothing_the_next_save_keeps(tmp_path):
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    killed.kill()
+    killed.wait()
+    stale = tmp_path / f".ckpt.partial-{killed.pid}@{socket.gethostname()}"  # as it would have named it
+    stale.mkdir()
+    (stale / WEIGHTS).write_bytes(b"half")
+    save_checkpoint(tmp_path / "ckpt", {"w": torch.ones(3)}, {"epoch": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]

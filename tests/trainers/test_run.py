@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -60,3 +63,59 @@ def test_a_device_this_machine_lacks_is_one_line_before_anything_is_written(demo
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {says}"), done.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.yaml"]
+
+
+def test_runs_stopped_by_a_signal_end_killed_or_failed_in_mlflow_never_running(demo_data, pretrained_file, tmp_path):
+    """SIGKILL runs no handler: the next run of the experiment ends the dead one's run KILLED. SIGTERM
+    (a plain `kill PID`) ends the run FAILED on its way out, as Ctrl-C does."""
+    from mlflow.tracking import MlflowClient
+
+    config, uri = tmp_path / "train.yaml", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config.write_text(yaml.safe_dump({"data": data_section(demo_data), "model": {"pretrained": pretrained_file},
+                                      "optim": {"epochs": 20, "batch_size": 32, "warmup_steps": 2}}))
+    codes = []
+    for out, sig in (("killed", signal.SIGKILL), ("terminated", signal.SIGTERM)):
+        with (tmp_path / f"{out}.log").open("w") as log:
+            training = subprocess.Popen([sys.executable, "-m", "trainers.run", "--config", str(config), "--out", out,
+                                         "--tracking-uri", uri], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                                        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+        history = tmp_path / out / "metrics.jsonl"
+        while training.poll() is None and not (history.is_file() and history.read_text()):
+            time.sleep(0.1)  # until the first epoch is reported: the run is open in MLflow
+        assert training.poll() is None, (tmp_path / f"{out}.log").read_text()[-2000:]
+        os.kill(training.pid, sig)
+        codes.append(training.wait(timeout=120))
+    assert codes == [-signal.SIGKILL, 128 + signal.SIGTERM]
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], order_by=["start_time"])
+    assert [r.info.status for r in runs] == ["KILLED", "FAILED"]
+
+
+def test_a_locked_sqlite_database_is_one_line_before_anything_is_written(demo_data, tmp_path, capsys):
+    """Another process holds the database's write lock (an open sqlite3 shell, a stuck writer): MLflow
+    would wait, then fail its first write with a traceback, after the work. A real lock, from a real
+    second connection."""
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
+    from soup import greedy
+    from trainers.run import main
+
+    database = tmp_path / "mlflow.db"
+    MlflowClient(f"sqlite:///{database}").search_experiments()  # MLflow's tables
+    capsys.readouterr()  # and its lines saying so
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"data": data_section(demo_data)}))
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        uri = f"sqlite:///{database}"
+        codes = [main(["--config", str(config), "--out", str(tmp_path / "out"), "--tracking-uri", uri]),
+                 greedy.main(["--experiment", "any", "--tracking-uri", uri])]
+    finally:
+        holder.rollback()
+    errors = capsys.readouterr().err.splitlines()
+    assert codes == [2, 2] and not (tmp_path / "out").exists()
+    assert len(errors) == 2 and all(line.startswith("error: ") and f"{database} stayed locked by another process "
+                                    "for 5 s" in line for line in errors), errors

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import posixpath
-import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ import pyarrow.fs as pafs
 
 from trainers.data.store import STORE_FORMAT, resolve
 from trainers.errors import UserError
+from trainers.owner import left_by_killed, staging_name
 
 CARD = "card.json"
 
@@ -49,7 +49,7 @@ def plan_output(src: str, out: str, overwrite: bool) -> Output:
             raise UserError(f"--out {out} already holds a store ({CARD}); pass --overwrite to replace it "
                             "(its card and shards; nothing else in the directory is touched)")
     parent, name = posixpath.split(path)
-    return Output(filesystem, path, f"{parent}/.{name}.partial-{secrets.token_hex(4)}", previous,
+    return Output(filesystem, path, f"{parent}/{staging_name(name)}", previous,
                   _topmost_missing(filesystem, parent))
 
 
@@ -97,13 +97,22 @@ def _topmost_missing(filesystem: pafs.FileSystem, folder: str) -> str | None:
 
 @contextmanager
 def staged(output: Output):
-    """Yields the directory to build into; on success the built store replaces `output.path`'s store."""
+    """Yields the directory to build into; on success the built store replaces `output.path`'s store.
+    A staging folder of this `--out` that a killed build left is removed first."""
+    _remove_left_by_killed(output)
     try:
         yield output.staging
         _publish(output)
     except BaseException:
         _remove(output.filesystem, output.created or output.staging)
         raise
+
+
+def _remove_left_by_killed(output: Output) -> None:
+    parent, name = posixpath.split(output.path)
+    found = output.filesystem.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+    for stale in left_by_killed((posixpath.basename(i.path) for i in found), name):
+        _remove(output.filesystem, f"{parent}/{stale}")
 
 
 def _publish(output: Output) -> None:
