@@ -8,10 +8,12 @@ image size, its preprocessing config the normalisation.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 from pathlib import Path
+from typing import Iterator
 
 import open_clip
 from open_clip.factory import _find_checkpoint_in_dir, parse_model_name  # how open_clip reads local-dir:
@@ -154,7 +156,8 @@ def check_pretrained(cfg: ModelConfig) -> str | None:
         raise UserError(f"model.pretrained: {cfg.pretrained!r} is neither an existing file nor an "
                         f"open_clip tag for {cfg.name} (tags: {tags or 'none'})")
     try:
-        return open_clip.pretrained.download_pretrained(open_clip.get_pretrained_cfg(arch, cfg.pretrained))
+        with hub_retries_unlogged():
+            return open_clip.pretrained.download_pretrained(open_clip.get_pretrained_cfg(arch, cfg.pretrained))
     except Exception as err:  # network errors come in many types; all mean the same to a user
         raise UserError(f"model.pretrained: could not download {cfg.name}/{cfg.pretrained} "
                         f"({type(err).__name__}). Without network access, download the weights "
@@ -169,11 +172,25 @@ def schema_weights(arch: str) -> str | None:
         return _find_checkpoint_in_dir(Path(identifier))
     if schema == "hf-hub":
         try:
-            return open_clip.pretrained.download_pretrained_from_hf(identifier)
+            with hub_retries_unlogged():
+                return open_clip.pretrained.download_pretrained_from_hf(identifier)
         except Exception as err:  # as for the config: one line saying how to work offline
             raise UserError(f"model.name: could not fetch the weights of hf-hub:{identifier} "
                             f"({type(err).__name__}); download them elsewhere and use local-dir:DIR") from None
     return None
+
+
+@contextlib.contextmanager
+def hub_retries_unlogged() -> Iterator[None]:
+    """huggingface_hub logs every retry of a request it cannot make (offline: 20 lines a file, each shown
+    twice, for most of a minute); the one-line UserError after them is what the user needs."""
+    hub = logging.getLogger("huggingface_hub")
+    level = hub.level
+    hub.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub.setLevel(level)
 
 
 def build_clip(cfg: ModelConfig, weights: str | None = None) -> nn.Module:
