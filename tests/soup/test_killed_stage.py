@@ -83,8 +83,8 @@ def test_an_export_directory_made_while_the_stage_ran_is_kept_and_the_run_stays_
                                      "register_as": "kept-soup"}, "soup")  # the export directory is new here
     export.mkdir()
     (export / "notes.txt").write_text("the user's")
-    inputs = ExplicitInputs([str(Path(base_dir).parent / "trial*")], base_dir, None, None, None,
-                            demo_data["heldout"], demo_data["test"], None, {})
+    inputs = ExplicitInputs([str(Path(base_dir).parent / "trial*")], base=base_dir, heldout=demo_data["heldout"],
+                            test=demo_data["test"])
     with pytest.raises(FileExistsError, match="appeared while the soups were made"):
         soup_files(uri, inputs, options, EXPERIMENT)
     assert [p.name for p in export.iterdir()] == ["notes.txt"] and (export / "notes.txt").read_text() == "the user's"
