@@ -21,6 +21,7 @@ from sweep.space import param_space, search_algorithm
 from sweep.tracking import TAG_STATUS
 from tests.conftest import tiny_sweep_tree
 from tests.sweep.test_e2e import assert_per_class_table
+from tests.sweep.storage import unwritable
 from tests.sweep.sweeps import ROOT, epochs_logged, finish, start_sweep, trial_runs, wait_for, write_config
 from trainers.checkpoint import read_meta
 from trainers.config import validate
@@ -94,12 +95,11 @@ def test_time_budget_stops_trials_that_stay_ingredients(ray_cluster, demo_data, 
 
 def test_unwritable_storage_is_reported_before_any_trial(ray_cluster, demo_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the console log falls back to the working directory
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a directory")
     cfg = sweep_config(demo_data, tmp_path)
-    cfg.storage_path = str(blocker / "storage")
-    with pytest.raises(UserError, match="storage_path .* is not writable from driver, node"):
-        run_sweep(cfg)
+    cfg.storage_path = str(tmp_path / "storage")  # a file in its place: test_user_journey
+    (tmp_path / "storage").mkdir()
+    with unwritable(tmp_path / "storage"), pytest.raises(UserError, match="storage is a folder you cannot write"):
+        run_sweep(cfg)  # found on the driver before Ray starts; a node that cannot write: check_storage_writable
     assert not trial_runs(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
 
 
