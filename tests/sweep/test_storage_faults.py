@@ -12,7 +12,9 @@ from soup.inputs.records import KIND_SOUP, TAG_TRIAL_ID
 from trainers.tracking import TAG_KIND
 from ray.train import WorkerGroupError
 
+from sweep.cluster import check_storage_writable
 from sweep.storage_faults import StorageUnwritable, fit_through_storage_faults, retry_write
+from trainers.errors import UserError
 from sweep.tracking import TAG_REASON, TAG_STATUS
 from tests.conftest import tiny_sweep_tree
 from tests.sweep.storage import set_writable, unwritable
@@ -122,3 +124,13 @@ def failing_fit(cause: OSError | None) -> str:
     if cause is None:
         return "fit"
     raise WorkerGroupError("a worker failed", {0: cause})
+
+
+def test_storage_the_driver_and_the_nodes_cannot_write_is_named_with_where(ray_cluster, s3_server, monkeypatch):
+    """Remote storage is probed from the driver and from every node (a local path is checked on the driver
+    before Ray starts): a bucket that is not there fails both, and the message says so."""
+    for key, value in s3_server.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(UserError, match=r"storage_path s3://no-such-bucket/sweeps is not writable from driver, "
+                                        r"node [0-9a-f]{12} \("):
+        check_storage_writable("s3://no-such-bucket/sweeps")
